@@ -1,0 +1,185 @@
+// Package store is all of iron-api's SQL: migrations, projects and tokens, codes, tasks,
+// logs, schedules and the queue. Callers see Go types and sentinel errors, never SQL.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/ironcf/ironworker-release/src/secrets"
+)
+
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("conflict")
+)
+
+// Advisory lock keys; distinct constants so that leaders of different jobs never collide.
+const (
+	lockMigrations int64 = 0x1a0e_0001
+	lockScheduler  int64 = 0x1a0e_0002
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+type Store struct {
+	db     *sql.DB
+	sealer *secrets.Sealer
+	log    *slog.Logger
+}
+
+// Options tune a Store.
+type Options struct {
+	MaxOpenConns int
+	Logger       *slog.Logger
+}
+
+// Open connects to PostgreSQL and checks the connection.
+func Open(ctx context.Context, dsn string, sealer *secrets.Sealer, opts Options) (*Store, error) {
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	if opts.MaxOpenConns > 0 {
+		db.SetMaxOpenConns(opts.MaxOpenConns)
+		db.SetMaxIdleConns(opts.MaxOpenConns)
+	}
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	pingCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := db.PingContext(pingCtx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connect to database: %w", err)
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &Store{db: db, sealer: sealer, log: logger}, nil
+}
+
+func (s *Store) Close() error { return s.db.Close() }
+
+// DB exposes the pool for health checks and metrics collectors.
+func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+// Migrate applies the embedded migrations in name order, once each, under an advisory
+// lock so that API instances starting together do not race.
+func (s *Store) Migrate(ctx context.Context) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: get connection: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, lockMigrations); err != nil {
+		return fmt.Errorf("migrate: take lock: %w", err)
+	}
+	defer conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock($1)`, lockMigrations)
+
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		return fmt.Errorf("migrate: create schema_migrations: %w", err)
+	}
+	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	if err != nil {
+		return fmt.Errorf("migrate: list migrations: %w", err)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		short := strings.TrimPrefix(name, "migrations/")
+		var done bool
+		if err := conn.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE name = $1)`, short).Scan(&done); err != nil {
+			return fmt.Errorf("migrate: check %s: %w", short, err)
+		}
+		if done {
+			continue
+		}
+		body, err := migrationFiles.ReadFile(name)
+		if err != nil {
+			return fmt.Errorf("migrate: read %s: %w", short, err)
+		}
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("migrate: begin %s: %w", short, err)
+		}
+		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migrate: apply %s: %w", short, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (name) VALUES ($1)`, short); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migrate: record %s: %w", short, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migrate: commit %s: %w", short, err)
+		}
+		s.log.Info("applied migration", "migration", short)
+	}
+	return nil
+}
+
+// inTx runs fn in a transaction, committing when it returns nil.
+func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+func isUniqueViolation(err error) bool {
+	var pqErr *pq.Error
+	return errors.As(err, &pqErr) && pqErr.Code == "23505"
+}
+
+// IsUnavailable tells whether err means the database cannot be reached right now, a
+// condition worth a 503 so that clients retry.
+func IsUnavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pqErr *pq.Error
+	if errors.As(err, &pqErr) {
+		class := string(pqErr.Code)[:2]
+		return class == "08" || class == "57" || class == "53"
+	}
+	msg := err.Error()
+	return errors.Is(err, sql.ErrConnDone) || strings.Contains(msg, "connection refused") ||
+		strings.Contains(msg, "bad connection") || strings.Contains(msg, "broken pipe") ||
+		strings.Contains(msg, "connection reset") || strings.Contains(msg, "i/o timeout")
+}
+
+// nullTime turns a nullable column into *time.Time in UTC.
+func nullTime(t sql.NullTime) *time.Time {
+	if !t.Valid {
+		return nil
+	}
+	u := t.Time.UTC()
+	return &u
+}
+
+func nullInt(v sql.NullInt64) *int {
+	if !v.Valid {
+		return nil
+	}
+	i := int(v.Int64)
+	return &i
+}
