@@ -33,7 +33,7 @@ func (s *Server) authenticate() gin.HandlerFunc {
 			abortMsg(c, http.StatusUnauthorized, "Token required for authentication")
 			return
 		}
-		projectID, err := s.store.ProjectForToken(c, token)
+		projectID, err := s.store.ProjectForToken(c.Request.Context(), token)
 		if errors.Is(err, store.ErrNotFound) {
 			abortMsg(c, http.StatusUnauthorized, "Invalid token")
 			return

@@ -15,7 +15,7 @@ import (
 )
 
 func (s *Server) healthz(c *gin.Context) {
-	ctx, cancel := context.WithTimeout(c, 3*time.Second)
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 3*time.Second)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
 		s.log.Warn("health check failed", "error", err.Error())
@@ -33,7 +33,7 @@ type projectJSON struct {
 }
 
 func (s *Server) getProject(c *gin.Context) {
-	p, err := s.store.GetProject(c, projectID(c))
+	p, err := s.store.GetProject(c.Request.Context(), projectID(c))
 	if errors.Is(err, store.ErrNotFound) {
 		abortMsg(c, http.StatusNotFound, "Project not found")
 		return
@@ -83,7 +83,7 @@ func (s *Server) setCredentials(c *gin.Context) {
 	if server == "" {
 		server = "https://index.docker.io/v1/"
 	}
-	if err := s.store.SaveRegistryCredentials(c, projectID(c), server, raw); err != nil {
+	if err := s.store.SaveRegistryCredentials(c.Request.Context(), projectID(c), server, raw); err != nil {
 		s.fail(c, err)
 		return
 	}

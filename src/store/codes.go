@@ -28,7 +28,7 @@ type CodeSettings struct {
 	FileName        string
 	Config          *string           // nil = none
 	EnvVars         map[string]string // nil = none
-	MaxConcurrency  *int              // nil = unlimited
+	MaxConcurrency  *int              // nil (or ≤ 0) = unlimited
 	Retries         int
 	RetriesDelay    int
 	DefaultPriority *int
@@ -78,8 +78,14 @@ type CodeUpload struct {
 }
 
 // SaveCode creates the code (revision 1) or adds a revision to the live code of that
-// name, all in one transaction. Concurrent uploads of one name are serialised.
+// name, all in one transaction. Concurrent uploads of one name are serialised. An archive
+// over MaxArchiveSz fails with ErrArchiveTooLarge and nothing is written. A
+// MaxConcurrency of 0 or less is stored as unlimited (ironcli sends -1 for "no limit");
+// an upload never pauses or resumes the code's queue.
 func (s *Store) SaveCode(ctx context.Context, projectID string, up CodeUpload) (Code, error) {
+	if up.Settings.MaxConcurrency != nil && *up.Settings.MaxConcurrency <= 0 {
+		up.Settings.MaxConcurrency = nil
+	}
 	var codeID, revID string
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		// Serialise uploads of one name within the project (also the first one, which
@@ -145,7 +151,7 @@ func (s *Store) storeArchive(ctx context.Context, tx *sql.Tx, revID string, r io
 	buf := make([]byte, archiveChunkSize)
 	var total int64
 	for seq := 0; ; seq++ {
-		n, err := io.ReadFull(r, buf)
+		n, err := fillChunk(r, buf)
 		if n > 0 {
 			total += int64(n)
 			if limit > 0 && total > limit {
@@ -157,7 +163,7 @@ func (s *Store) storeArchive(ctx context.Context, tx *sql.Tx, revID string, r io
 				return 0, "", fmt.Errorf("store archive chunk %d: %w", seq, err)
 			}
 		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		if err == io.EOF {
 			break
 		}
 		if err != nil {
@@ -165,6 +171,21 @@ func (s *Store) storeArchive(ctx context.Context, tx *sql.Tx, revID string, r io
 		}
 	}
 	return total, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// fillChunk reads until buf is full or the reader ends. Unlike io.ReadFull it reports only
+// a clean end as io.EOF: a reader that fails with io.ErrUnexpectedEOF (a multipart part
+// cut short by a dropped connection) is an error, never a complete archive.
+func fillChunk(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 func (s *Store) sealSettings(st CodeSettings) (config, env []byte, err error) {
