@@ -75,6 +75,7 @@ var _ = Describe("operational endpoints", func() {
 		r := iron.DoAs("", "GET", "/metrics", nil, nil)
 		Expect(r.Status).To(Equal(http.StatusOK))
 		Expect(string(r.Body)).To(ContainSubstring(`iron_api_requests_total{method="GET",route="/2/projects/:project_id",status="200"}`))
-		Expect(string(r.Body)).To(ContainSubstring(`iron_tasks{status="queued"} 0`))
+		Expect(string(r.Body)).To(MatchRegexp(`(?m)^iron_tasks\{status="queued"\} \d+$`))
+		Expect(string(r.Body)).To(MatchRegexp(`(?m)^iron_tasks\{status="killed"\} \d+$`))
 	})
 })

@@ -191,10 +191,16 @@ func insertTask(ctx context.Context, tx *sql.Tx, projectID string, code codeRef,
 	if nt.ScheduleID != "" {
 		sched = nt.ScheduleID
 	}
+	// clock_timestamp(), not now(): the tasks of one batch (one transaction) get
+	// increasing times, so that lists (newest first) and the queue (oldest run_at
+	// first) keep the batch's order instead of falling back to the random id order.
 	_, err := tx.ExecContext(ctx, `INSERT INTO tasks
 		(id, project_id, code_id, code_name, code_revision_id, code_rev, status, priority, timeout, delay, cluster, label,
-		 payload, run_at, retry_count, original_task_id, schedule_id, scheduled_for)
-		VALUES ($1,$2,$3,$4,$5,$6,'queued',$7,$8,$9,$10,$11,$12, now() + $9::int * interval '1 second', $13,$14,$15,$16)`,
+		 payload, run_at, retry_count, original_task_id, schedule_id, scheduled_for, created_at, updated_at)
+		SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::int, 'queued', $7::int, $8::int, $9::int, $10::text,
+		       $11::text, $12::text, c.ts + $9::int * interval '1 second', $13::int, $14::text, $15::text, $16::timestamptz,
+		       c.ts, c.ts
+		FROM (SELECT clock_timestamp() AS ts) c`,
 		id, projectID, code.ID, code.Name, code.RevisionID, code.Rev, priority, nt.Timeout, nt.Delay, cluster, nt.Label,
 		nt.Payload, nt.RetryCount, orig, sched, nt.ScheduledFor)
 	if isUniqueViolation(err) {
