@@ -157,7 +157,8 @@ func lookupCodeRef(ctx context.Context, q interface {
 	var defPrio sql.NullInt64
 	err := q.QueryRowContext(ctx, `SELECT c.id, c.name, c.latest_revision_id, c.rev, r.default_priority, r.retries, r.retries_delay
 		FROM codes c JOIN code_revisions r ON r.id = c.latest_revision_id
-		WHERE c.project_id = $1 AND c.name = $2 AND c.deleted_at IS NULL`, projectID, name).
+		WHERE c.project_id = $1 AND c.name = $2 AND c.deleted_at IS NULL
+		FOR SHARE OF c`, projectID, name).
 		Scan(&c.ID, &c.Name, &c.RevisionID, &c.Rev, &defPrio, &c.Retries, &c.RetriesDelay)
 	if errors.Is(err, sql.ErrNoRows) {
 		return codeRef{}, &ErrCodeNotFound{Name: name}
