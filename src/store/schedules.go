@@ -1,0 +1,749 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+// Schedule statuses.
+const (
+	ScheduleScheduled = "scheduled"
+	ScheduleComplete  = "complete"
+	ScheduleCancelled = "cancelled"
+)
+
+// Messages a schedule carries when it ends by itself.
+const (
+	MsgRanMaxTimes = "Ran max times."
+	MsgEndReached  = "Reached end_at."
+	MsgCronNever   = "The cron expression has no further run time."
+)
+
+// FallbackScheduleTimeout is the task timeout of a schedule row that has none (the API
+// always stores the resolved timeout; this only covers rows written otherwise).
+const FallbackScheduleTimeout = 3600
+
+// ErrScheduleCancelled is returned when updating a cancelled schedule.
+var ErrScheduleCancelled = errors.New("schedule is cancelled")
+
+// Schedule is a recurring (run_every or cron) or one-time task schedule.
+//
+// A one-time schedule (IronWorker's schedule without run_every) is stored with
+// run_every = 0 and run_times = 1; RunEvery and Cron are then both empty here.
+type Schedule struct {
+	ID          string
+	ProjectID   string
+	CodeName    string
+	Name        string
+	Payload     string
+	Status      string
+	Msg         string
+	StartAt     time.Time
+	EndAt       *time.Time
+	RunEvery    int    // seconds; 0 for cron and one-time schedules
+	Cron        string // 5-field cron in UTC, or ""
+	RunTimes    int    // 0 = unlimited
+	RunCount    int
+	ErrorCount  int
+	Priority    *int // nil = the code's default
+	Timeout     *int // nil = FallbackScheduleTimeout
+	TaskDelay   int
+	Cluster     string
+	Label       string
+	NextStart   *time.Time // nil once ended
+	LastRunTime *time.Time
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+}
+
+// OneTime tells whether the schedule fires a single task at start_at.
+func (s Schedule) OneTime() bool { return s.RunEvery <= 0 && s.Cron == "" }
+
+// NewSchedule is a schedule to create, with the API's defaults already resolved.
+// RunEvery and Cron are exclusive; with neither the schedule is one-time (RunTimes is
+// then forced to 1).
+type NewSchedule struct {
+	CodeName  string
+	Name      string
+	Payload   string
+	StartAt   time.Time
+	EndAt     *time.Time
+	RunEvery  int
+	Cron      string
+	RunTimes  int
+	Priority  *int
+	Timeout   int
+	TaskDelay int
+	Cluster   string
+	Label     string
+}
+
+// ScheduleUpdate is a partial update: nil fields stay as they are. Setting RunEvery
+// (> 0) turns the schedule into an interval schedule, setting Cron into a cron one.
+// ClearEndAt removes end_at.
+type ScheduleUpdate struct {
+	CodeName   *string
+	Name       *string
+	Payload    *string
+	StartAt    *time.Time
+	EndAt      *time.Time
+	ClearEndAt bool
+	RunEvery   *int
+	Cron       *string
+	RunTimes   *int
+	Priority   *int
+	// ClearPriority resets the priority to the code's default.
+	ClearPriority bool
+	Timeout       *int
+	TaskDelay     *int
+	Cluster       *string
+	Label         *string
+}
+
+// ParseCron parses a standard 5-field cron expression (or a descriptor such as
+// @hourly), always evaluated in UTC. Time zone prefixes and @every are refused: use
+// run_every for intervals.
+func ParseCron(expr string) (cron.Schedule, error) {
+	expr = strings.TrimSpace(expr)
+	if strings.HasPrefix(expr, "TZ=") || strings.HasPrefix(expr, "CRON_TZ=") {
+		return nil, errors.New("time zone prefixes are not supported; cron schedules run in UTC")
+	}
+	if strings.HasPrefix(expr, "@every") {
+		return nil, errors.New("@every is not supported; use run_every")
+	}
+	sched, err := cron.ParseStandard(expr)
+	if err != nil {
+		return nil, err
+	}
+	if spec, ok := sched.(*cron.SpecSchedule); ok {
+		spec.Location = time.UTC
+	}
+	if sched.Next(time.Now().UTC()).IsZero() {
+		return nil, errors.New("it never fires")
+	}
+	return sched, nil
+}
+
+// dbTime rounds a time to what PostgreSQL stores (microseconds), in UTC, so that the
+// instants computed here compare equal to what is read back.
+func dbTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+// timing is what decides when a schedule fires.
+type timing struct {
+	startAt  time.Time
+	endAt    *time.Time
+	runEvery int
+	cron     string
+	runTimes int
+	runCount int
+}
+
+func timingOf(s Schedule) timing {
+	return timing{startAt: s.StartAt, endAt: s.EndAt, runEvery: s.RunEvery, cron: s.Cron, runTimes: s.RunTimes, runCount: s.RunCount}
+}
+
+// cronNext is the first cron instant strictly after t (zero when there is none).
+func cronNext(expr string, t time.Time) (time.Time, error) {
+	sched, err := ParseCron(expr)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("cron %q: %w", expr, err)
+	}
+	return dbTime(sched.Next(t.UTC())), nil
+}
+
+// plan is where a schedule stands after a computation: status, msg and next_start.
+type plan struct {
+	status string
+	msg    string
+	next   *time.Time
+}
+
+// finish turns a candidate next instant into a plan, applying run_times and end_at.
+func (t timing) finish(next *time.Time, keepMsg string) plan {
+	if t.runTimes > 0 && t.runCount >= t.runTimes {
+		return plan{status: ScheduleComplete, msg: MsgRanMaxTimes}
+	}
+	if next == nil {
+		if t.runEvery <= 0 && t.cron == "" {
+			return plan{status: ScheduleComplete, msg: MsgRanMaxTimes}
+		}
+		return plan{status: ScheduleComplete, msg: MsgCronNever}
+	}
+	if t.endAt != nil && next.After(*t.endAt) {
+		return plan{status: ScheduleComplete, msg: MsgEndReached}
+	}
+	return plan{status: ScheduleScheduled, msg: keepMsg, next: next}
+}
+
+// initial plans a schedule as created or re-timed by an update. A schedule that has
+// never run starts at start_at, even in the past (it fires at once, as IronWorker
+// did); one that has run continues at the first instant of its cadence after now.
+func (t timing) initial(now time.Time, keepMsg string) (plan, error) {
+	now = dbTime(now)
+	start := dbTime(t.startAt)
+	switch {
+	case t.cron != "":
+		from := start.Add(-time.Nanosecond)
+		if from.Before(now) {
+			from = now
+		}
+		n, err := cronNext(t.cron, from)
+		if err != nil {
+			return plan{}, err
+		}
+		if n.IsZero() {
+			return t.finish(nil, keepMsg), nil
+		}
+		return t.finish(&n, keepMsg), nil
+	case t.runEvery > 0:
+		if t.runCount == 0 || start.After(now) {
+			return t.finish(&start, keepMsg), nil
+		}
+		n := skipForward(start, t.runEvery, now)
+		return t.finish(&n, keepMsg), nil
+	default: // one-time
+		if t.runCount > 0 {
+			return t.finish(nil, keepMsg), nil
+		}
+		return t.finish(&start, keepMsg), nil
+	}
+}
+
+// afterFire plans a schedule once the instant `fired` has been handled at `now`.
+// Interval schedules advance by run_every, skipping instants missed during downtime
+// (no burst of catch-up tasks); cron schedules go to the first instant after
+// max(now, fired); one-time schedules end.
+func (t timing) afterFire(fired, now time.Time, keepMsg string) (plan, error) {
+	now = dbTime(now)
+	switch {
+	case t.cron != "":
+		from := fired
+		if now.After(from) {
+			from = now
+		}
+		n, err := cronNext(t.cron, from)
+		if err != nil {
+			return plan{}, err
+		}
+		if n.IsZero() {
+			return t.finish(nil, keepMsg), nil
+		}
+		return t.finish(&n, keepMsg), nil
+	case t.runEvery > 0:
+		n := fired.Add(time.Duration(t.runEvery) * time.Second)
+		if !n.After(now) {
+			n = skipForward(fired, t.runEvery, now)
+		}
+		return t.finish(&n, keepMsg), nil
+	default:
+		return t.finish(nil, keepMsg), nil
+	}
+}
+
+// skipForward is the first instant base + k*every (k ≥ 1) strictly after now.
+func skipForward(base time.Time, every int, now time.Time) time.Time {
+	step := time.Duration(every) * time.Second
+	if !now.After(base) {
+		return base.Add(step)
+	}
+	k := now.Sub(base)/step + 1
+	return base.Add(k * step)
+}
+
+const scheduleColumns = `id, project_id, code_name, name, payload, status, msg, start_at, end_at, run_every, cron,
+	run_times, run_count, error_count, priority, timeout, task_delay, cluster, label, next_start, last_run_time,
+	created_at, updated_at`
+
+func scanSchedule(row rowScanner) (Schedule, error) {
+	var s Schedule
+	var end, next, last sql.NullTime
+	var every, prio, timeout sql.NullInt64
+	var cronExpr sql.NullString
+	err := row.Scan(&s.ID, &s.ProjectID, &s.CodeName, &s.Name, &s.Payload, &s.Status, &s.Msg, &s.StartAt, &end,
+		&every, &cronExpr, &s.RunTimes, &s.RunCount, &s.ErrorCount, &prio, &timeout, &s.TaskDelay, &s.Cluster,
+		&s.Label, &next, &last, &s.CreatedAt, &s.UpdatedAt)
+	if err != nil {
+		return Schedule{}, err
+	}
+	s.StartAt, s.CreatedAt, s.UpdatedAt = s.StartAt.UTC(), s.CreatedAt.UTC(), s.UpdatedAt.UTC()
+	s.EndAt, s.NextStart, s.LastRunTime = nullTime(end), nullTime(next), nullTime(last)
+	if every.Valid {
+		s.RunEvery = int(every.Int64)
+	}
+	s.Cron = cronExpr.String
+	s.Priority, s.Timeout = nullInt(prio), nullInt(timeout)
+	return s, nil
+}
+
+// cadenceColumns turns a schedule's cadence into the run_every and cron column values
+// (exactly one non-NULL, as the table requires; one-time schedules store run_every 0).
+func cadenceColumns(runEvery int, cronExpr string) (any, any) {
+	if cronExpr != "" {
+		return nil, cronExpr
+	}
+	if runEvery < 0 {
+		runEvery = 0
+	}
+	return runEvery, nil
+}
+
+// CreateSchedules inserts a batch of schedules in one transaction, in order: all or
+// none. Every code name must be a live code of the project (*ErrCodeNotFound).
+func (s *Store) CreateSchedules(ctx context.Context, projectID string, batch []NewSchedule, now time.Time) ([]string, error) {
+	ids := make([]string, 0, len(batch))
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		checked := map[string]bool{}
+		for _, ns := range batch {
+			if !checked[ns.CodeName] {
+				if _, err := lookupCodeRef(ctx, tx, projectID, ns.CodeName); err != nil {
+					return err
+				}
+				checked[ns.CodeName] = true
+			}
+			if ns.RunEvery <= 0 && ns.Cron == "" {
+				ns.RunTimes = 1
+			}
+			var endAt *time.Time
+			if ns.EndAt != nil {
+				e := dbTime(*ns.EndAt)
+				endAt = &e
+			}
+			t := timing{startAt: dbTime(ns.StartAt), endAt: endAt, runEvery: ns.RunEvery, cron: ns.Cron, runTimes: ns.RunTimes}
+			p, err := t.initial(now, "")
+			if err != nil {
+				return err
+			}
+			cluster := ns.Cluster
+			if cluster == "" {
+				cluster = "default"
+			}
+			every, cronCol := cadenceColumns(ns.RunEvery, ns.Cron)
+			id := NewID()
+			// created_at is clock_timestamp(), not now(): the schedules of one batch get
+			// increasing times, so that the list (newest first) keeps the batch's order.
+			if _, err := tx.ExecContext(ctx, `INSERT INTO schedules
+				(id, project_id, code_name, name, payload, status, msg, start_at, end_at, run_every, cron, run_times,
+				 priority, timeout, task_delay, cluster, label, next_start, created_at, updated_at)
+				VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18, clock_timestamp(), clock_timestamp())`,
+				id, projectID, ns.CodeName, ns.Name, ns.Payload, p.status, p.msg, t.startAt, endAt, every, cronCol,
+				ns.RunTimes, ns.Priority, ns.Timeout, ns.TaskDelay, cluster, ns.Label, p.next); err != nil {
+				return fmt.Errorf("insert schedule: %w", err)
+			}
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create %d schedules: %w", len(batch), err)
+	}
+	return ids, nil
+}
+
+// GetSchedule returns a schedule of the project, or ErrNotFound (also for another
+// project's schedule).
+func (s *Store) GetSchedule(ctx context.Context, projectID, id string) (Schedule, error) {
+	sc, err := scanSchedule(s.db.QueryRowContext(ctx, `SELECT `+scheduleColumns+` FROM schedules WHERE project_id = $1 AND id = $2`, projectID, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Schedule{}, ErrNotFound
+	}
+	if err != nil {
+		return Schedule{}, fmt.Errorf("get schedule %s: %w", id, err)
+	}
+	return sc, nil
+}
+
+// ListSchedules returns the project's schedules, newest first.
+func (s *Store) ListSchedules(ctx context.Context, projectID string, offset, limit int) ([]Schedule, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+scheduleColumns+` FROM schedules WHERE project_id = $1
+		ORDER BY created_at DESC, id DESC OFFSET $2 LIMIT $3`, projectID, offset, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list schedules: %w", err)
+	}
+	defer rows.Close()
+	out := []Schedule{}
+	for rows.Next() {
+		sc, err := scanSchedule(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list schedules: %w", err)
+		}
+		out = append(out, sc)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list schedules: %w", err)
+	}
+	return out, nil
+}
+
+// CancelSchedule stops a schedule for good (idempotent). ErrNotFound for an unknown id.
+func (s *Store) CancelSchedule(ctx context.Context, projectID, id string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE schedules SET status = 'cancelled', next_start = NULL,
+		updated_at = CASE WHEN status = 'cancelled' THEN updated_at ELSE now() END
+		WHERE project_id = $1 AND id = $2`, projectID, id)
+	if err != nil {
+		return fmt.Errorf("cancel schedule %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// ScheduleValidator checks a schedule as it would be after an update; a non-nil error
+// aborts the update and is returned as is.
+type ScheduleValidator func(Schedule) error
+
+// UpdateSchedule applies a partial update under the row lock, re-plans next_start and
+// status, and returns the schedule as updated. A schedule that had completed is
+// scheduled again when the new settings leave runs to do. ErrNotFound,
+// ErrScheduleCancelled, *ErrCodeNotFound (a new code_name that does not exist), or the
+// validator's error.
+func (s *Store) UpdateSchedule(ctx context.Context, projectID, id string, u ScheduleUpdate, now time.Time, validate ScheduleValidator) (Schedule, error) {
+	var out Schedule
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		cur, err := scanSchedule(tx.QueryRowContext(ctx, `SELECT `+scheduleColumns+` FROM schedules
+			WHERE project_id = $1 AND id = $2 FOR UPDATE`, projectID, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("lock schedule: %w", err)
+		}
+		if cur.Status == ScheduleCancelled {
+			return ErrScheduleCancelled
+		}
+		retimed := false
+		if u.CodeName != nil && *u.CodeName != cur.CodeName {
+			if _, err := lookupCodeRef(ctx, tx, projectID, *u.CodeName); err != nil {
+				return err
+			}
+			cur.CodeName = *u.CodeName
+		}
+		setStr := func(dst *string, v *string) {
+			if v != nil {
+				*dst = *v
+			}
+		}
+		setStr(&cur.Name, u.Name)
+		setStr(&cur.Payload, u.Payload)
+		setStr(&cur.Label, u.Label)
+		if u.Cluster != nil {
+			cur.Cluster = *u.Cluster
+			if cur.Cluster == "" {
+				cur.Cluster = "default"
+			}
+		}
+		wasOneTime := cur.OneTime()
+		if u.StartAt != nil && !dbTime(*u.StartAt).Equal(cur.StartAt) {
+			cur.StartAt = dbTime(*u.StartAt)
+			retimed = true
+		}
+		if u.ClearEndAt {
+			cur.EndAt = nil
+		} else if u.EndAt != nil {
+			e := dbTime(*u.EndAt)
+			cur.EndAt = &e
+		}
+		if u.RunEvery != nil && *u.RunEvery > 0 && (*u.RunEvery != cur.RunEvery || cur.Cron != "") {
+			cur.RunEvery, cur.Cron = *u.RunEvery, ""
+			retimed = true
+		}
+		if u.Cron != nil && *u.Cron != "" && *u.Cron != cur.Cron {
+			cur.RunEvery, cur.Cron = 0, *u.Cron
+			retimed = true
+		}
+		if u.RunTimes != nil {
+			cur.RunTimes = *u.RunTimes
+		} else if wasOneTime && !cur.OneTime() {
+			// run_times 1 was implied by one-time; a recurring schedule without
+			// run_times is unlimited.
+			cur.RunTimes = 0
+		}
+		if cur.OneTime() {
+			cur.RunTimes = 1
+		}
+		if u.ClearPriority {
+			cur.Priority = nil
+		} else if u.Priority != nil {
+			p := *u.Priority
+			cur.Priority = &p
+		}
+		if u.Timeout != nil {
+			t := *u.Timeout
+			cur.Timeout = &t
+		}
+		if u.TaskDelay != nil {
+			cur.TaskDelay = *u.TaskDelay
+		}
+		if validate != nil {
+			if err := validate(cur); err != nil {
+				return err
+			}
+		}
+
+		// Re-plan. Unchanged timing keeps a pending next_start (an instant due but not
+		// yet fired still fires); otherwise the schedule is planned afresh.
+		t := timingOf(cur)
+		keepMsg := ""
+		if cur.Status == ScheduleScheduled {
+			keepMsg = cur.Msg
+		}
+		var p plan
+		if !retimed && cur.Status == ScheduleScheduled && cur.NextStart != nil {
+			p = t.finish(cur.NextStart, keepMsg)
+		} else {
+			if p, err = t.initial(now, keepMsg); err != nil {
+				return err
+			}
+		}
+		cur.Status, cur.Msg, cur.NextStart = p.status, p.msg, p.next
+
+		every, cronCol := cadenceColumns(cur.RunEvery, cur.Cron)
+		out, err = scanSchedule(tx.QueryRowContext(ctx, `UPDATE schedules SET code_name = $3, name = $4, payload = $5, status = $6,
+			msg = $7, start_at = $8, end_at = $9, run_every = $10, cron = $11, run_times = $12, priority = $13,
+			timeout = $14, task_delay = $15, cluster = $16, label = $17, next_start = $18, updated_at = now()
+			WHERE project_id = $1 AND id = $2 RETURNING `+scheduleColumns,
+			projectID, id, cur.CodeName, cur.Name, cur.Payload, cur.Status, cur.Msg, cur.StartAt, cur.EndAt, every,
+			cronCol, cur.RunTimes, cur.Priority, cur.Timeout, cur.TaskDelay, cur.Cluster, cur.Label, cur.NextStart))
+		if err != nil {
+			return fmt.Errorf("update schedule: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return Schedule{}, err
+	}
+	return out, nil
+}
+
+// FireEvent is what happened to one due schedule in FireDueSchedules.
+type FireEvent struct {
+	ScheduleID   string
+	ProjectID    string
+	CodeName     string
+	ScheduledFor time.Time // the instant handled
+	TaskID       string    // the task queued, or "" when none was
+	// AlreadyFired means the instant already had its task (nothing was queued).
+	AlreadyFired bool
+	// Problem is why no task was queued (the schedule's error_count went up), or "".
+	Problem string
+	// Status and NextStart are where the schedule stands afterwards.
+	Status    string
+	NextStart *time.Time
+}
+
+// FireDueSchedules queues one task for every schedule due at now (status scheduled,
+// next_start <= now), batchSize schedules per transaction, until none is left. Each
+// batch locks its schedules with FOR UPDATE SKIP LOCKED, so concurrent callers share
+// the work instead of repeating it, and the unique index on (schedule_id,
+// scheduled_for) makes a second task for one instant impossible even so: such an
+// instant is reported as AlreadyFired. Safe to call from any number of processes.
+func (s *Store) FireDueSchedules(ctx context.Context, now time.Time, batchSize int) ([]FireEvent, error) {
+	if batchSize < 1 {
+		batchSize = 100
+	}
+	now = dbTime(now)
+	var all []FireEvent
+	for {
+		var events []FireEvent
+		err := s.inTx(ctx, func(tx *sql.Tx) error {
+			events = events[:0]
+			due, err := lockDueSchedules(ctx, tx, now, batchSize)
+			if err != nil {
+				return err
+			}
+			queued := false
+			for _, sc := range due {
+				ev, err := fireSchedule(ctx, tx, sc, now)
+				if err != nil {
+					return fmt.Errorf("fire schedule %s: %w", sc.ID, err)
+				}
+				queued = queued || ev.TaskID != ""
+				events = append(events, ev)
+			}
+			if queued {
+				return notifyQueued(ctx, tx)
+			}
+			return nil
+		})
+		if err != nil {
+			return all, fmt.Errorf("fire due schedules: %w", err)
+		}
+		all = append(all, events...)
+		if len(events) < batchSize || ctx.Err() != nil {
+			return all, nil
+		}
+	}
+}
+
+func lockDueSchedules(ctx context.Context, tx *sql.Tx, now time.Time, limit int) ([]Schedule, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT `+scheduleColumns+` FROM schedules
+		WHERE status = 'scheduled' AND next_start <= $1
+		ORDER BY next_start LIMIT $2 FOR UPDATE SKIP LOCKED`, now, limit)
+	if err != nil {
+		return nil, fmt.Errorf("select due schedules: %w", err)
+	}
+	defer rows.Close()
+	var due []Schedule
+	for rows.Next() {
+		sc, err := scanSchedule(rows)
+		if err != nil {
+			return nil, fmt.Errorf("scan due schedule: %w", err)
+		}
+		due = append(due, sc)
+	}
+	return due, rows.Err()
+}
+
+// fireSchedule handles the due instant of one locked schedule.
+func fireSchedule(ctx context.Context, tx *sql.Tx, sc Schedule, now time.Time) (FireEvent, error) {
+	instant := *sc.NextStart
+	ev := FireEvent{ScheduleID: sc.ID, ProjectID: sc.ProjectID, CodeName: sc.CodeName, ScheduledFor: instant}
+	t := timingOf(sc)
+
+	// An instant past end_at (end_at moved by an update) ends the schedule unfired.
+	if sc.EndAt != nil && instant.After(*sc.EndAt) {
+		p := t.finish(&instant, "")
+		return ev, saveFired(ctx, tx, sc.ID, p, &ev, false, false, now)
+	}
+
+	code, err := lookupCodeRef(ctx, tx, sc.ProjectID, sc.CodeName)
+	var missing *ErrCodeNotFound
+	switch {
+	case errors.As(err, &missing):
+		ev.Problem = fmt.Sprintf("Code %q not found: the run due at %s was skipped", sc.CodeName, instant.Format(time.RFC3339))
+	case err != nil:
+		return ev, err
+	default:
+		timeout := FallbackScheduleTimeout
+		if sc.Timeout != nil && *sc.Timeout > 0 {
+			timeout = *sc.Timeout
+		}
+		nt := NewTask{CodeName: sc.CodeName, Payload: sc.Payload, Priority: sc.Priority, Timeout: timeout,
+			Delay: sc.TaskDelay, Cluster: sc.Cluster, Label: sc.Label, ScheduleID: sc.ID, ScheduledFor: &instant}
+		// A savepoint keeps the transaction usable when the instant already has its task.
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT fire_schedule`); err != nil {
+			return ev, fmt.Errorf("savepoint: %w", err)
+		}
+		id, err := insertTask(ctx, tx, sc.ProjectID, code, nt)
+		switch {
+		case errors.Is(err, ErrConflict):
+			if _, err := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT fire_schedule`); err != nil {
+				return ev, fmt.Errorf("rollback to savepoint: %w", err)
+			}
+			ev.AlreadyFired = true
+		case err != nil:
+			return ev, err
+		default:
+			if _, err := tx.ExecContext(ctx, `RELEASE SAVEPOINT fire_schedule`); err != nil {
+				return ev, fmt.Errorf("release savepoint: %w", err)
+			}
+			ev.TaskID = id
+			t.runCount++
+		}
+	}
+
+	keepMsg := ""
+	if ev.Problem != "" {
+		keepMsg = ev.Problem
+	} else if ev.AlreadyFired {
+		keepMsg = sc.Msg
+	}
+	p, err := t.afterFire(instant, now, keepMsg)
+	if err != nil {
+		// An expression stored unparseable (it was checked on the way in): end it.
+		p = plan{status: ScheduleComplete, msg: "Invalid cron expression: " + err.Error()}
+	}
+	return ev, saveFired(ctx, tx, sc.ID, p, &ev, ev.TaskID != "", ev.Problem != "", now)
+}
+
+func saveFired(ctx context.Context, tx *sql.Tx, id string, p plan, ev *FireEvent, ran, failed bool, now time.Time) error {
+	ev.Status, ev.NextStart = p.status, p.next
+	var lastRun any
+	if ran {
+		lastRun = now
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE schedules SET status = $2, msg = $3, next_start = $4,
+		run_count = run_count + $5, error_count = error_count + $6,
+		last_run_time = coalesce($7, last_run_time), updated_at = now()
+		WHERE id = $1`, id, p.status, p.msg, p.next, boolInt(ran), boolInt(failed), lastRun)
+	if err != nil {
+		return fmt.Errorf("update schedule: %w", err)
+	}
+	return nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Leadership is the scheduler leader's hold on the session-level advisory lock, kept
+// on a dedicated connection: it lasts as long as that connection.
+type Leadership struct {
+	conn *sql.Conn
+}
+
+// AcquireSchedulerLeadership tries (without waiting) to become the scheduler leader.
+// ok is false when another session leads.
+func (s *Store) AcquireSchedulerLeadership(ctx context.Context) (*Leadership, bool, error) {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("scheduler leadership: get connection: %w", err)
+	}
+	var ok bool
+	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, lockScheduler).Scan(&ok); err != nil {
+		discardConn(conn)
+		return nil, false, fmt.Errorf("scheduler leadership: try lock: %w", err)
+	}
+	if !ok {
+		conn.Close()
+		return nil, false, nil
+	}
+	return &Leadership{conn: conn}, true, nil
+}
+
+// Check tells whether leadership is still held: an error means the connection (and so
+// the lock) is gone, or cannot be vouched for; Release it and acquire again.
+func (l *Leadership) Check(ctx context.Context) error {
+	var held bool
+	err := l.conn.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
+		AND pid = pg_backend_pid() AND granted AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid
+		AND objsubid = 1)`, lockScheduler).Scan(&held)
+	if err != nil {
+		return fmt.Errorf("scheduler leadership lost: %w", err)
+	}
+	if !held {
+		return errors.New("scheduler leadership lost: the advisory lock is no longer held")
+	}
+	return nil
+}
+
+// Release gives leadership up: it unlocks at once when the connection still works (so
+// another instance can lead without waiting for the session to end), then closes the
+// session, which frees the lock in any case; the connection is never returned to the
+// pool.
+func (l *Leadership) Release() {
+	if l == nil || l.conn == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, _ = l.conn.ExecContext(ctx, `SELECT pg_advisory_unlock($1)`, lockScheduler)
+	discardConn(l.conn)
+	l.conn = nil
+}
+
+// discardConn closes a dedicated connection for good instead of pooling it.
+func discardConn(conn *sql.Conn) {
+	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	conn.Close()
+}
