@@ -98,6 +98,35 @@ type Spec struct {
 	MemoryMB int
 	// ScheduleID is set for tasks fired by a schedule; for labelling only.
 	ScheduleID string
+
+	// The fields below matter to backends whose tasks run away from the runner (diego),
+	// which cannot hand the payload and config over as files; the local backend
+	// ignores them.
+
+	// ImageUsername and ImagePassword are the code's private registry credentials.
+	ImageUsername string
+	ImagePassword string
+	// DiskMB caps the task's disk; zero means the backend's default.
+	DiskMB int
+	// InputURL is the absolute URL, reachable from CF app containers, of the API's task
+	// input endpoint for this task (e.g. https://<api>/internal/v1/tasks/<id>/input).
+	// When the payload or config is too big to ride in the CF task command (or is not
+	// valid UTF-8 or holds NUL), the container fetches
+	//	GET InputURL+"/payload"   and   GET InputURL+"/config"
+	// with `Authorization: Bearer <InputToken>` (curl -fsS or wget -q), expecting 200 and
+	// exactly the stored bytes as application/octet-stream (any non-2xx fails the task).
+	InputURL string
+	// InputToken is a short-lived credential that the input endpoint accepts only for
+	// this task and only while its lease lasts. It is printed into the CF task command,
+	// which space developers can read, so it must grant nothing else.
+	InputToken string
+	// FirstLease is set when no runner leased this task before this one: no earlier
+	// runner can have started it, so a backend may skip looking for it (diego saves a
+	// Cloud Controller request per task). Leave it false when unsure.
+	FirstLease bool
+	// Space is the CF space for this task's project (projects made by the service
+	// broker get one each, created on demand); empty means the backend's default.
+	Space string
 }
 
 // Stream tells which output a log chunk came from.
