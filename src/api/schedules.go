@@ -250,17 +250,27 @@ func (s *Server) createSchedules(c *gin.Context) {
 		abortMsg(c, http.StatusBadRequest, fmt.Sprintf("At most %d schedules per request", most))
 		return
 	}
+	quotas, ok := s.projectQuotas(c)
+	if !ok {
+		return
+	}
 	now := s.now().UTC()
 	batch := make([]store.NewSchedule, 0, len(req.Schedules))
 	for i, in := range req.Schedules {
 		ns, e := s.newSchedule(in, now)
+		if e == nil {
+			e = scheduleQuotas(quotas, in, &ns)
+		}
 		if e != nil {
 			abortInput(c, withIndex(e, i, len(req.Schedules)))
 			return
 		}
 		batch = append(batch, ns)
 	}
-	ids, err := s.store.CreateSchedules(c, projectID(c), batch, now)
+	ids, err := s.store.CreateSchedules(c.Request.Context(), projectID(c), batch, now)
+	if quotaExceeded(c, err) || projectGone(c, err) {
+		return
+	}
 	var missing *store.ErrCodeNotFound
 	if errors.As(err, &missing) {
 		abortMsg(c, http.StatusNotFound, codeMissingMsg(missing.Name))
@@ -331,7 +341,7 @@ func (s *Server) listSchedules(c *gin.Context) {
 	if !ok {
 		return
 	}
-	list, err := s.store.ListSchedules(c, projectID(c), offset, limit)
+	list, err := s.store.ListSchedules(c.Request.Context(), projectID(c), offset, limit)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -358,7 +368,7 @@ func (s *Server) getSchedule(c *gin.Context) {
 	if !ok {
 		return
 	}
-	sc, err := s.store.GetSchedule(c, projectID(c), id)
+	sc, err := s.store.GetSchedule(c.Request.Context(), projectID(c), id)
 	if errors.Is(err, store.ErrNotFound) {
 		abortMsg(c, http.StatusNotFound, scheduleNotFound)
 		return
@@ -376,7 +386,7 @@ func (s *Server) cancelSchedule(c *gin.Context) {
 		return
 	}
 	// The body (empty, {} or anything) is not used.
-	err := s.store.CancelSchedule(c, projectID(c), id)
+	err := s.store.CancelSchedule(c.Request.Context(), projectID(c), id)
 	if errors.Is(err, store.ErrNotFound) {
 		abortMsg(c, http.StatusNotFound, scheduleNotFound)
 		return
@@ -500,6 +510,13 @@ func (s *Server) updateSchedule(c *gin.Context) {
 		return
 	}
 	u, e := s.scheduleUpdate(in)
+	if e == nil {
+		quotas, ok := s.projectQuotas(c)
+		if !ok {
+			return
+		}
+		e = scheduleUpdateQuotas(quotas, in, &u)
+	}
 	if e != nil {
 		abortInput(c, e)
 		return
@@ -514,7 +531,7 @@ func (s *Server) updateSchedule(c *gin.Context) {
 		}
 		return nil
 	}
-	sc, err := s.store.UpdateSchedule(c, projectID(c), id, u, s.now().UTC(), validate)
+	sc, err := s.store.UpdateSchedule(c.Request.Context(), projectID(c), id, u, s.now().UTC(), validate)
 	var missing *store.ErrCodeNotFound
 	var inErr *inputError
 	switch {

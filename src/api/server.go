@@ -31,6 +31,11 @@ type Options struct {
 	// Registerer receives the API's Prometheus metrics; nil = a private registry.
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer
+	// Broker is the Open Service Broker API (package broker, basic auth included),
+	// mounted under /v2/; nil = not served.
+	Broker http.Handler
+	// Runner configures the runner protocol under /internal/v1 (see internal.go).
+	Runner RunnerOptions
 }
 
 // NewServer builds the gin engine with every route.
@@ -57,6 +62,13 @@ func NewServer(opts Options) (*Server, http.Handler) {
 
 	r.GET("/healthz", s.healthz)
 	r.GET("/metrics", gin.WrapH(metricsHandler(gath)))
+	if opts.Broker != nil {
+		// OSB lives under /v2/..., the IronWorker API under /2/...: no collision, and
+		// no token middleware on the broker (it does its own basic auth).
+		r.Any("/v2/*osbpath", gin.WrapH(opts.Broker))
+	}
+
+	s.mountInternal(r, opts.Runner)
 
 	p := r.Group("/2/projects/:project_id", s.authenticate())
 	p.GET("", s.getProject)

@@ -172,9 +172,16 @@ func (s *Server) queueTasks(c *gin.Context) {
 		abortMsg(c, http.StatusBadRequest, fmt.Sprintf("Too many tasks: at most %d per request", s.limits.MaxTasksPerRequest))
 		return
 	}
+	quotas, ok := s.projectQuotas(c)
+	if !ok {
+		return
+	}
 	batch := make([]store.NewTask, len(body.Tasks))
 	for i, in := range body.Tasks {
 		nt, e := s.newTask(in)
+		if e == nil {
+			e = taskQuotas(quotas, in, &nt)
+		}
 		if e != nil {
 			abortInput(c, &inputError{status: e.status, msg: fmt.Sprintf("tasks[%d]: %s", i, e.msg)})
 			return
@@ -182,7 +189,7 @@ func (s *Server) queueTasks(c *gin.Context) {
 		batch[i] = nt
 	}
 	ids, err := s.store.QueueTasks(c.Request.Context(), projectID(c), batch)
-	if codeNotFound(c, err) {
+	if codeNotFound(c, err) || quotaExceeded(c, err) || projectGone(c, err) {
 		return
 	}
 	if err != nil {
@@ -238,12 +245,19 @@ func (s *Server) webhook(c *gin.Context) {
 	}
 	in.Payload = payloadField(body)
 	nt, e := s.newTask(in)
+	if e == nil {
+		quotas, ok := s.projectQuotas(c)
+		if !ok {
+			return
+		}
+		e = taskQuotas(quotas, in, &nt)
+	}
 	if e != nil {
 		abortInput(c, e)
 		return
 	}
 	ids, err := s.store.QueueTasks(c.Request.Context(), projectID(c), []store.NewTask{nt})
-	if codeNotFound(c, err) {
+	if codeNotFound(c, err) || quotaExceeded(c, err) || projectGone(c, err) {
 		return
 	}
 	if err != nil {
@@ -485,6 +499,12 @@ func (s *Server) retryTask(c *gin.Context) {
 	delay, e := s.taskDelay(body.Delay)
 	if e != nil {
 		abortInput(c, e)
+		return
+	}
+	if err := s.store.CheckQueuedQuota(c.Request.Context(), projectID(c), 1); quotaExceeded(c, err) {
+		return
+	} else if err != nil {
+		s.fail(c, err)
 		return
 	}
 	newID, err := s.store.RetryTask(c.Request.Context(), projectID(c), id, delay)

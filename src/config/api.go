@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -14,6 +15,8 @@ type API struct {
 	Database      Database   `json:"database"`
 	Limits        Limits     `json:"limits"`
 	Scheduler     Scheduler  `json:"scheduler"`
+	Runner        RunnerAPI  `json:"runner"`
+	Broker        Broker     `json:"broker"`
 	Encryption    Encryption `json:"encryption"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `json:"log_level"`
@@ -45,6 +48,28 @@ type Scheduler struct {
 }
 
 func (s Scheduler) IsEnabled() bool { return s.Enabled == nil || *s.Enabled }
+
+// RunnerAPI configures the runner protocol under /internal/v1 and the lease reaper.
+type RunnerAPI struct {
+	// Credentials are what runners authenticate with (HTTP basic name:secret, or the
+	// secret as a Bearer token). Several may be listed so that secrets can rotate. With
+	// none, the runner protocol refuses every request.
+	Credentials []RunnerCredential `json:"credentials"`
+	// LeaseWait caps how long a lease request long-polls for work.
+	LeaseWait Duration `json:"lease_wait"`
+	// LeaseDuration is how long a lease lasts without a heartbeat.
+	LeaseDuration Duration `json:"lease_duration"`
+	// ReaperInterval is how often the reaper leader looks for expired leases.
+	ReaperInterval Duration `json:"reaper_interval"`
+	// MaxLeaseAttempts: a task that never started and lost this many leases ends killed.
+	MaxLeaseAttempts int `json:"max_lease_attempts"`
+}
+
+type RunnerCredential struct {
+	Name string `json:"name"`
+	// Secret is at least 16 characters.
+	Secret string `json:"secret"`
+}
 
 // Encryption holds the AES-256 keys for secrets at rest (code env_vars and config,
 // registry credentials). New data is sealed with ActiveKey; older keys stay listed until
@@ -89,6 +114,17 @@ func (c *API) ApplyDefaults() {
 		c.Scheduler.Interval = Duration(time.Second)
 	}
 	setDefault(&c.Scheduler.BatchSize, 500)
+	if c.Runner.LeaseWait == 0 {
+		c.Runner.LeaseWait = Duration(20 * time.Second)
+	}
+	if c.Runner.LeaseDuration == 0 {
+		c.Runner.LeaseDuration = Duration(30 * time.Second)
+	}
+	if c.Runner.ReaperInterval == 0 {
+		c.Runner.ReaperInterval = Duration(5 * time.Second)
+	}
+	setDefault(&c.Runner.MaxLeaseAttempts, 5)
+	c.Broker.applyDefaults()
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
@@ -129,11 +165,41 @@ func (c API) Validate() error {
 	if c.Scheduler.Interval.Std() < 10*time.Millisecond {
 		p.add("scheduler.interval", "must be at least 10ms")
 	}
+	validateRunner(&p, c.Runner)
+	validateBroker(&p, c.Broker)
 	validateEncryption(&p, c.Encryption)
 	if !validLogLevel(c.LogLevel) {
 		p.add("log_level", "must be debug, info, warn or error, got %q", c.LogLevel)
 	}
 	return p.err("iron-api")
+}
+
+func validateRunner(p *problems, r RunnerAPI) {
+	seen := map[string]bool{}
+	for i, cred := range r.Credentials {
+		if cred.Name == "" || len(cred.Name) > 64 || strings.ContainsAny(cred.Name, ": ") {
+			p.add(indexed("runner.credentials", i, "name"), "required, at most 64 characters, no colon or space")
+		}
+		if seen[cred.Name] {
+			p.add(indexed("runner.credentials", i, "name"), "duplicate name %q", cred.Name)
+		}
+		seen[cred.Name] = true
+		if len(cred.Secret) < 16 {
+			p.add(indexed("runner.credentials", i, "secret"), "must be at least 16 characters")
+		}
+	}
+	if w := r.LeaseWait.Std(); w < time.Second || w > 5*time.Minute {
+		p.add("runner.lease_wait", "must be from 1s to 5m, got %s", w)
+	}
+	if d := r.LeaseDuration.Std(); d < time.Second {
+		p.add("runner.lease_duration", "must be at least 1s, got %s", d)
+	}
+	if r.ReaperInterval.Std() < 10*time.Millisecond {
+		p.add("runner.reaper_interval", "must be at least 10ms")
+	}
+	if r.MaxLeaseAttempts < 1 {
+		p.add("runner.max_lease_attempts", "must be positive, got %d", r.MaxLeaseAttempts)
+	}
 }
 
 func validateEncryption(p *problems, e Encryption) {
@@ -177,4 +243,181 @@ func setDefault64(v *int64, d int64) {
 	if *v == 0 {
 		*v = d
 	}
+}
+
+// Broker configures the Open Service Broker API under /v2 (Cloud Controller's view of
+// the service: `cf marketplace`, create-service, bind-service).
+type Broker struct {
+	Enabled bool `json:"enabled"`
+	// Username and Password are the HTTP basic credentials Cloud Controller sends.
+	Username string        `json:"username"`
+	Password string        `json:"password"`
+	Service  BrokerService `json:"service"`
+	Plans    []BrokerPlan  `json:"plans"`
+	// ExternalAPI is where apps reach the IronWorker API; it goes into bind credentials.
+	ExternalAPI ExternalAPI `json:"external_api"`
+	// PurgeAfter is how long a deprovisioned project stays disabled (its cancelled tasks
+	// readable by the runners that held them) before it is deleted.
+	PurgeAfter Duration `json:"purge_after"`
+}
+
+// BrokerService is the one service of the catalog. ID is a stable GUID.
+type BrokerService struct {
+	ID               string   `json:"id"`
+	Name             string   `json:"name"`
+	Description      string   `json:"description"`
+	Tags             []string `json:"tags"`
+	DisplayName      string   `json:"display_name"`
+	ProviderName     string   `json:"provider_name"`
+	DocumentationURL string   `json:"documentation_url"`
+	SupportURL       string   `json:"support_url"`
+	ImageURL         string   `json:"image_url"`
+	LongDescription  string   `json:"long_description"`
+}
+
+// BrokerPlan is an operator-defined plan. ID is a stable GUID.
+type BrokerPlan struct {
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	// Free defaults to true.
+	Free        *bool      `json:"free,omitempty"`
+	DisplayName string     `json:"display_name"`
+	Bullets     []string   `json:"bullets"`
+	Quotas      PlanQuotas `json:"quotas"`
+}
+
+func (p BrokerPlan) IsFree() bool { return p.Free == nil || *p.Free }
+
+// PlanQuotas are a plan's limits; a missing one is unlimited (the platform-wide limits
+// still apply).
+type PlanQuotas struct {
+	// MaxConcurrency caps the project's tasks running at once; more wait queued.
+	MaxConcurrency    *int `json:"max_concurrency,omitempty"`
+	MaxTimeoutSeconds *int `json:"max_timeout_seconds,omitempty"`
+	MaxPayloadBytes   *int `json:"max_payload_bytes,omitempty"`
+	MaxQueuedTasks    *int `json:"max_queued_tasks,omitempty"`
+	MaxSchedules      *int `json:"max_schedules,omitempty"`
+	// AllowedPriorities lists the priorities (0-2) the plan runs; a task asking for
+	// another runs at priority 0, as on hosted IronWorker. Empty = all.
+	AllowedPriorities []int `json:"allowed_priorities,omitempty"`
+}
+
+// ExternalAPI is the IronWorker API's public address as apps see it.
+type ExternalAPI struct {
+	// Scheme is https (default) or http.
+	Scheme string `json:"scheme"`
+	Host   string `json:"host"`
+	// Port defaults to 443 for https and 80 for http.
+	Port int `json:"port"`
+}
+
+func (b *Broker) applyDefaults() {
+	if b.Service.Name == "" {
+		b.Service.Name = "ironworker"
+	}
+	if b.Service.Description == "" {
+		b.Service.Description = "IronWorker-compatible serverless tasks: upload code, queue and schedule tasks"
+	}
+	if b.Service.DisplayName == "" {
+		b.Service.DisplayName = "IronWorker"
+	}
+	if b.ExternalAPI.Scheme == "" {
+		b.ExternalAPI.Scheme = "https"
+	}
+	if b.ExternalAPI.Port == 0 {
+		if b.ExternalAPI.Scheme == "http" {
+			b.ExternalAPI.Port = 80
+		} else {
+			b.ExternalAPI.Port = 443
+		}
+	}
+	if b.PurgeAfter == 0 {
+		b.PurgeAfter = Duration(10 * time.Minute)
+	}
+}
+
+func validateBroker(p *problems, b Broker) {
+	if !b.Enabled {
+		return
+	}
+	if b.Username == "" || strings.Contains(b.Username, ":") {
+		p.add("broker.username", "required, without a colon")
+	}
+	if len(b.Password) < 8 {
+		p.add("broker.password", "must be at least 8 characters")
+	}
+	if b.Service.ID == "" {
+		p.add("broker.service.id", "required: a stable GUID")
+	}
+	if !cliName(b.Service.Name) {
+		p.add("broker.service.name", "must be lowercase letters, digits and dashes, got %q", b.Service.Name)
+	}
+	if len(b.Plans) == 0 {
+		p.add("broker.plans", "at least one plan is required")
+	}
+	ids := map[string]bool{b.Service.ID: true}
+	names := map[string]bool{}
+	for i, plan := range b.Plans {
+		if plan.ID == "" {
+			p.add(indexed("broker.plans", i, "id"), "required: a stable GUID")
+		} else if ids[plan.ID] {
+			p.add(indexed("broker.plans", i, "id"), "duplicate id %q (plan and service ids must all differ)", plan.ID)
+		}
+		ids[plan.ID] = true
+		if !cliName(plan.Name) {
+			p.add(indexed("broker.plans", i, "name"), "must be lowercase letters, digits and dashes, got %q", plan.Name)
+		} else if names[plan.Name] {
+			p.add(indexed("broker.plans", i, "name"), "duplicate name %q", plan.Name)
+		}
+		names[plan.Name] = true
+		if plan.Description == "" {
+			p.add(indexed("broker.plans", i, "description"), "required")
+		}
+		q := plan.Quotas
+		for field, v := range map[string]*int{"max_concurrency": q.MaxConcurrency, "max_timeout_seconds": q.MaxTimeoutSeconds,
+			"max_payload_bytes": q.MaxPayloadBytes, "max_queued_tasks": q.MaxQueuedTasks, "max_schedules": q.MaxSchedules} {
+			if v != nil && *v < 1 {
+				p.add(indexed("broker.plans", i, "quotas."+field), "must be positive (leave it out for unlimited), got %d", *v)
+			}
+		}
+		if len(q.AllowedPriorities) > 0 {
+			has0 := false
+			for _, pr := range q.AllowedPriorities {
+				if pr < 0 || pr > 2 {
+					p.add(indexed("broker.plans", i, "quotas.allowed_priorities"), "priorities are 0, 1 or 2, got %d", pr)
+				}
+				has0 = has0 || pr == 0
+			}
+			if !has0 {
+				p.add(indexed("broker.plans", i, "quotas.allowed_priorities"), "must include 0, the priority that other requests fall back to")
+			}
+		}
+	}
+	e := b.ExternalAPI
+	if e.Scheme != "https" && e.Scheme != "http" {
+		p.add("broker.external_api.scheme", "must be https or http, got %q", e.Scheme)
+	}
+	if e.Host == "" || strings.ContainsAny(e.Host, "/: ") {
+		p.add("broker.external_api.host", "required: the API's public host name (no scheme, port or path)")
+	}
+	if e.Port < 1 || e.Port > 65535 {
+		p.add("broker.external_api.port", "must be from 1 to 65535, got %d", e.Port)
+	}
+	if b.PurgeAfter.Std() < 0 {
+		p.add("broker.purge_after", "must not be negative")
+	}
+}
+
+// cliName tells whether s is a catalog name as the cf CLI expects it.
+func cliName(s string) bool {
+	if s == "" || len(s) > 50 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
 }

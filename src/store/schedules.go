@@ -299,6 +299,9 @@ func cadenceColumns(runEvery int, cronExpr string) (any, any) {
 func (s *Store) CreateSchedules(ctx context.Context, projectID string, batch []NewSchedule, now time.Time) ([]string, error) {
 	ids := make([]string, 0, len(batch))
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		if err := checkScheduleQuota(ctx, tx, projectID, len(batch)); err != nil {
+			return err
+		}
 		checked := map[string]bool{}
 		for _, ns := range batch {
 			if !checked[ns.CodeName] {

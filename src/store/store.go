@@ -28,6 +28,7 @@ var (
 const (
 	lockMigrations int64 = 0x1a0e_0001
 	lockScheduler  int64 = 0x1a0e_0002
+	lockReaper     int64 = 0x1a0e_0003
 )
 
 //go:embed migrations/*.sql

@@ -117,6 +117,9 @@ func (s *Store) GetTask(ctx context.Context, projectID, taskID string) (Task, er
 func (s *Store) QueueTasks(ctx context.Context, projectID string, batch []NewTask) ([]string, error) {
 	ids := make([]string, 0, len(batch))
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		if err := checkQueuedQuota(ctx, tx, projectID, len(batch)); err != nil {
+			return err
+		}
 		codes := map[string]codeRef{}
 		for _, nt := range batch {
 			code, ok := codes[nt.CodeName]
@@ -195,13 +198,19 @@ func insertTask(ctx context.Context, tx *sql.Tx, projectID string, code codeRef,
 	// clock_timestamp(), not now(): the tasks of one batch (one transaction) get
 	// increasing times, so that lists (newest first) and the queue (oldest run_at
 	// first) keep the batch's order instead of falling back to the random id order.
-	_, err := tx.ExecContext(ctx, `INSERT INTO tasks
+	// A priority that the project's plan does not allow (projects.allowed_priorities)
+	// falls back to 0, as on hosted IronWorker; a disabled (deprovisioned) project
+	// takes no task.
+	res, err := tx.ExecContext(ctx, `INSERT INTO tasks
 		(id, project_id, code_id, code_name, code_revision_id, code_rev, status, priority, timeout, delay, cluster, label,
 		 payload, run_at, retry_count, original_task_id, schedule_id, scheduled_for, created_at, updated_at)
-		SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::int, 'queued', $7::int, $8::int, $9::int, $10::text,
+		SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::int, 'queued',
+		       CASE WHEN p.allowed_priorities IS NULL OR $7::int = ANY (p.allowed_priorities) THEN $7::int ELSE 0 END,
+		       $8::int, $9::int, $10::text,
 		       $11::text, $12::text, c.ts + $9::int * interval '1 second', $13::int, $14::text, $15::text, $16::timestamptz,
 		       c.ts, c.ts
-		FROM (SELECT clock_timestamp() AS ts) c`,
+		FROM (SELECT clock_timestamp() AS ts) c, projects p
+		WHERE p.id = $2::text AND p.deleted_at IS NULL`,
 		id, projectID, code.ID, code.Name, code.RevisionID, code.Rev, priority, nt.Timeout, nt.Delay, cluster, nt.Label,
 		nt.Payload, nt.RetryCount, orig, sched, nt.ScheduledFor)
 	if isUniqueViolation(err) {
@@ -209,6 +218,11 @@ func insertTask(ctx context.Context, tx *sql.Tx, projectID string, code codeRef,
 	}
 	if err != nil {
 		return "", fmt.Errorf("insert task: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return "", fmt.Errorf("insert task: %w", err)
+	} else if n == 0 {
+		return "", ErrNotFound
 	}
 	return id, nil
 }

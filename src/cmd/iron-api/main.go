@@ -1,4 +1,5 @@
-// iron-api serves the IronWorker v2 API, and runs the schedule firer.
+// iron-api serves the IronWorker v2 API and the runner protocol, and runs the schedule
+// firer and the lease reaper.
 //
 //	iron-api --config FILE                                   serve
 //	iron-api admin create-project --config FILE --name NAME  print a new project id and token as JSON
@@ -21,7 +22,9 @@ import (
 	"time"
 
 	"github.com/ironcf/ironworker-release/src/api"
+	"github.com/ironcf/ironworker-release/src/broker"
 	"github.com/ironcf/ironworker-release/src/config"
+	"github.com/ironcf/ironworker-release/src/reaper"
 	"github.com/ironcf/ironworker-release/src/scheduler"
 	"github.com/ironcf/ironworker-release/src/secrets"
 	"github.com/ironcf/ironworker-release/src/store"
@@ -94,7 +97,16 @@ func serve(cfg config.API) error {
 	}
 	defer st.Close()
 
-	_, handler := api.NewServer(api.Options{Store: st, Limits: cfg.Limits, Logger: log})
+	waker := store.NewQueueWaker(cfg.Database.DSN(), log)
+	defer waker.Close()
+	var osb *broker.Broker
+	var osbHandler http.Handler
+	if cfg.Broker.Enabled {
+		osb = broker.New(st, cfg.Broker, log)
+		osbHandler = osb.Handler()
+	}
+	_, handler := api.NewServer(api.Options{Store: st, Limits: cfg.Limits, Logger: log, Broker: osbHandler,
+		Runner: api.RunnerOptions{Config: cfg.Runner, Waker: waker, Draining: ctx.Done()}})
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second}
 	ln, err := net.Listen("tcp", cfg.ListenAddress)
 	if err != nil {
@@ -110,6 +122,20 @@ func serve(cfg config.API) error {
 			if err := scheduler.Run(ctx, st, cfg.Scheduler, log); err != nil {
 				log.Error("scheduler stopped", "error", err.Error())
 			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := reaper.Run(ctx, st, cfg.Runner, log); err != nil {
+			log.Error("lease reaper stopped", "error", err.Error())
+		}
+	}()
+	if osb != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			osb.Run(ctx)
 		}()
 	}
 	serveErr := make(chan error, 1)

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/ironcf/ironworker-release/src/api"
+	"github.com/ironcf/ironworker-release/src/broker"
 	"github.com/ironcf/ironworker-release/src/config"
 	"github.com/ironcf/ironworker-release/src/store"
 )
@@ -25,11 +26,22 @@ type API struct {
 	Limits    config.Limits
 	ProjectID string
 	Token     string
+	// RunnerName and RunnerSecret are the runner credential of /internal/v1.
+	RunnerName   string
+	RunnerSecret string
+	// Waker is the API's queue listener (LISTEN on the test database).
+	Waker *store.QueueWaker
 }
+
+// The runner credential every harness API accepts.
+const (
+	TestRunnerName   = "test-runner"
+	TestRunnerSecret = "test-runner-secret-0123456789"
+)
 
 // StartAPI creates a database, migrates it and serves the API. limits may be zero
 // values (defaults apply).
-func StartAPI(limits config.Limits) (*API, error) {
+func StartAPI(limits config.Limits, opts ...Option) (*API, error) {
 	db, err := NewDatabase()
 	if err != nil {
 		return nil, err
@@ -46,9 +58,17 @@ func StartAPI(limits config.Limits) (*API, error) {
 		return nil, err
 	}
 	cfg := config.API{Limits: limits}
+	cfg.Runner.Credentials = []config.RunnerCredential{{Name: TestRunnerName, Secret: TestRunnerSecret}}
 	cfg.ApplyDefaults()
-	_, handler := api.NewServer(api.Options{Store: st, Limits: cfg.Limits, Logger: quietLogger()})
-	a := &API{DB: db, Store: st, Server: httptest.NewServer(handler), Limits: cfg.Limits}
+	waker := store.NewQueueWaker(db.URL, quietLogger())
+	serverOpts := api.Options{Store: st, Limits: cfg.Limits, Logger: quietLogger(),
+		Runner: api.RunnerOptions{Config: cfg.Runner, Waker: waker}}
+	for _, o := range opts {
+		o(st, &serverOpts)
+	}
+	_, handler := api.NewServer(serverOpts)
+	a := &API{DB: db, Store: st, Server: httptest.NewServer(handler), Limits: cfg.Limits,
+		RunnerName: TestRunnerName, RunnerSecret: TestRunnerSecret, Waker: waker}
 	a.ProjectID, a.Token, err = a.NewProject("test project")
 	if err != nil {
 		a.Stop()
@@ -71,6 +91,9 @@ func (a *API) NewProject(name string) (string, string, error) {
 func (a *API) Stop() {
 	if a.Server != nil {
 		a.Server.Close()
+	}
+	if a.Waker != nil {
+		a.Waker.Close()
 	}
 	if a.Store != nil {
 		a.Store.Close()
@@ -151,4 +174,20 @@ func (a *API) DoAs(token, method, path string, body any, header http.Header) Res
 		panic(err)
 	}
 	return Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}
+}
+
+// Option adjusts the server a harness API serves.
+type Option func(st *store.Store, o *api.Options)
+
+// WithBroker serves the Open Service Broker under /v2 with cfg (defaults applied here;
+// set Enabled, credentials, service, plans and external_api as the test needs).
+func WithBroker(cfg config.Broker, logger *slog.Logger) Option {
+	return func(st *store.Store, o *api.Options) {
+		full := config.API{Broker: cfg}
+		full.ApplyDefaults()
+		if logger == nil {
+			logger = quietLogger()
+		}
+		o.Broker = broker.New(st, full.Broker, logger).Handler()
+	}
 }

@@ -1,0 +1,561 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/ironcf/ironworker-release/src/config"
+	"github.com/ironcf/ironworker-release/src/store"
+)
+
+// The runner protocol under /internal/v1, spoken by iron-runner (src/client is its Go
+// client). Every route needs a runner credential from the API's config: HTTP basic
+// name:secret, or `Authorization: Bearer <secret>`; app tokens are never accepted.
+//
+//	POST /internal/v1/lease                  {runner_id, max_tasks, wait_seconds}
+//	  → 200 {"leases":[…], "lease_duration_seconds": n}   long-polls up to wait_seconds;
+//	  each lease: {lease_id, expires_at, attempt, adopt, backend_ref, cancel, task{…}}
+//	POST /internal/v1/tasks/:id/heartbeat    {lease_id, state, backend_ref, adoptable}
+//	  → 200 {"cancel": bool, "status", "expires_at"}; 409 lease lost or task finished
+//	POST /internal/v1/tasks/:id/log?stream=stdout|stderr&lease_id=…   raw body
+//	  → 200; 409 lease lost
+//	POST /internal/v1/tasks/:id/progress     {lease_id, percent, msg} → 200 {"cancel": bool}
+//	POST /internal/v1/tasks/:id/complete     {lease_id, status, exit_code, msg, duration_ms}
+//	  → 200 {"status", "retry_task_id"} (idempotent); 409 lease lost or ended otherwise
+//	POST /internal/v1/tasks/:id/release      {lease_id} → 200; back to the queue (drain),
+//	  409 when it runs and cannot be adopted, or the lease is lost
+//	GET  /internal/v1/tasks/:id/archive?lease_id=…  → 200 application/zip; 404 no archive
+//
+// Errors are IronWorker-style {"msg": "…"}; 503 means retry later.
+
+// RunnerOptions configure the runner protocol.
+type RunnerOptions struct {
+	Config config.RunnerAPI
+	// Waker wakes lease long-polls on queue notifications; nil = re-checks only.
+	Waker *store.QueueWaker
+	// Recheck is how often a waiting lease looks at the queue even without a wake-up
+	// (a missed notification, a cancel that freed max_concurrency). Default 2s.
+	Recheck time.Duration
+	// Draining, once closed, makes waiting leases answer [] at once (graceful shutdown
+	// does not wait for long-polls).
+	Draining <-chan struct{}
+}
+
+// maxLeaseTasks bounds max_tasks of one lease request.
+const maxLeaseTasks = 100
+
+const runnerKey = "runner_name"
+
+type internalAPI struct {
+	s       *Server
+	cfg     config.RunnerAPI
+	waker   *store.QueueWaker
+	recheck time.Duration
+	drain   <-chan struct{}
+	creds   []hashedCredential
+}
+
+type hashedCredential struct {
+	name   string
+	nameH  [32]byte
+	secret [32]byte
+}
+
+// mountInternal registers the runner protocol on r.
+func (s *Server) mountInternal(r *gin.Engine, opts RunnerOptions) {
+	cfg := opts.Config
+	if cfg.LeaseWait <= 0 {
+		cfg.LeaseWait = config.Duration(20 * time.Second)
+	}
+	if cfg.LeaseDuration <= 0 {
+		cfg.LeaseDuration = config.Duration(30 * time.Second)
+	}
+	ia := &internalAPI{s: s, cfg: cfg, waker: opts.Waker, recheck: opts.Recheck, drain: opts.Draining}
+	if ia.recheck <= 0 {
+		ia.recheck = 2 * time.Second
+	}
+	for _, c := range cfg.Credentials {
+		ia.creds = append(ia.creds, hashedCredential{name: c.Name, nameH: sha256.Sum256([]byte(c.Name)), secret: sha256.Sum256([]byte(c.Secret))})
+	}
+	if len(ia.creds) == 0 {
+		s.log.Warn("no runner credentials configured: the runner protocol refuses every request")
+	}
+	g := r.Group("/internal/v1", ia.authenticate())
+	g.POST("/lease", ia.lease)
+	g.POST("/tasks/:task_id/heartbeat", ia.heartbeat)
+	g.POST("/tasks/:task_id/log", ia.appendLog)
+	g.POST("/tasks/:task_id/progress", ia.progress)
+	g.POST("/tasks/:task_id/complete", ia.complete)
+	g.POST("/tasks/:task_id/release", ia.release)
+	g.GET("/tasks/:task_id/archive", ia.archive)
+}
+
+// authenticate accepts a configured runner credential, compared in constant time
+// against every configured one (no early exit, hashes of equal length).
+func (ia *internalAPI) authenticate() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		var name, secret string
+		bearer := false
+		h := strings.TrimSpace(c.Request.Header.Get("Authorization"))
+		if user, pass, ok := c.Request.BasicAuth(); ok {
+			name, secret = user, pass
+		} else if scheme, tok, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
+			secret, bearer = strings.TrimSpace(tok), true
+		}
+		matched := ""
+		if secret != "" {
+			nameH, secretH := sha256.Sum256([]byte(name)), sha256.Sum256([]byte(secret))
+			for _, cred := range ia.creds {
+				nameOK := 1
+				if !bearer {
+					nameOK = subtle.ConstantTimeCompare(nameH[:], cred.nameH[:])
+				}
+				if nameOK&subtle.ConstantTimeCompare(secretH[:], cred.secret[:]) == 1 && matched == "" {
+					matched = cred.name
+				}
+			}
+		}
+		if matched == "" {
+			c.Header("WWW-Authenticate", `Basic realm="iron-runner"`)
+			abortMsg(c, http.StatusUnauthorized, "Runner credential required")
+			return
+		}
+		c.Set(runnerKey, matched)
+		c.Next()
+	}
+}
+
+// leaseJSON is one leased task and everything needed to run it.
+type leaseJSON struct {
+	LeaseID   string `json:"lease_id"`
+	ExpiresAt string `json:"expires_at"`
+	// Attempt counts the leases of the task, this one included.
+	Attempt int `json:"attempt"`
+	// Adopt: the task may still be running on its backend under BackendRef (a previous
+	// holder's lease expired); adopt it rather than start it again.
+	Adopt      bool   `json:"adopt"`
+	BackendRef string `json:"backend_ref,omitempty"`
+	// Cancel: the task was cancelled while nobody held it and may still run under
+	// BackendRef; adopt it only to stop it, then complete it.
+	Cancel bool           `json:"cancel"`
+	Task   leasedTaskJSON `json:"task"`
+}
+
+type leasedTaskJSON struct {
+	ID             string            `json:"id"`
+	ProjectID      string            `json:"project_id"`
+	CodeID         string            `json:"code_id"`
+	CodeName       string            `json:"code_name"`
+	CodeRev        int               `json:"code_rev"`
+	CodeRevisionID string            `json:"code_revision_id"`
+	Status         string            `json:"status"`
+	Image          string            `json:"image,omitempty"`
+	Command        string            `json:"command,omitempty"`
+	Runtime        string            `json:"runtime,omitempty"`
+	Stack          string            `json:"stack,omitempty"`
+	FileName       string            `json:"file_name,omitempty"`
+	HasArchive     bool              `json:"has_archive"`
+	ArchiveSize    int64             `json:"archive_size,omitempty"`
+	ArchiveMD5     string            `json:"archive_md5,omitempty"`
+	ArchivePath    string            `json:"archive_path,omitempty"`
+	EnvVars        map[string]string `json:"env_vars"`
+	Config         *string           `json:"config"`
+	Payload        string            `json:"payload"`
+	Timeout        int               `json:"timeout"`
+	Priority       int               `json:"priority"`
+	Cluster        string            `json:"cluster"`
+	Label          string            `json:"label"`
+	ScheduleID     string            `json:"schedule_id,omitempty"`
+	RetryCount     int               `json:"retry_count"`
+	Retries        int               `json:"retries"`
+	RetriesDelay   int               `json:"retries_delay"`
+	OriginalTaskID string            `json:"original_task_id,omitempty"`
+	CreatedAt      string            `json:"created_at"`
+	StartTime      *string           `json:"start_time,omitempty"`
+}
+
+func leaseToJSON(l store.LeasedTask) leaseJSON {
+	t, r := l.Task, l.Revision
+	env := r.Settings.EnvVars
+	if env == nil {
+		env = map[string]string{}
+	}
+	j := leaseJSON{
+		LeaseID: l.LeaseID, ExpiresAt: timeString(l.ExpiresAt), Attempt: l.Attempt, Adopt: l.Adopt, BackendRef: l.BackendRef,
+		Cancel: l.Cancel,
+		Task: leasedTaskJSON{
+			ID: t.ID, ProjectID: t.ProjectID, CodeID: t.CodeID, CodeName: t.CodeName, CodeRev: t.CodeRev,
+			CodeRevisionID: t.CodeRevisionID, Status: t.Status,
+			Image: r.Settings.Image, Command: r.Settings.Command, Runtime: r.Settings.Runtime, Stack: r.Settings.Stack,
+			FileName: r.Settings.FileName, EnvVars: env, Config: r.Settings.Config,
+			Payload: t.Payload, Timeout: t.Timeout, Priority: t.Priority, Cluster: t.Cluster, Label: t.Label,
+			ScheduleID: t.ScheduleID, RetryCount: t.RetryCount, Retries: r.Settings.Retries, RetriesDelay: r.Settings.RetriesDelay,
+			OriginalTaskID: t.OriginalTaskID, CreatedAt: timeString(t.CreatedAt), StartTime: timeJSON(t.StartTime),
+		},
+	}
+	if r.ArchiveSize != nil {
+		j.Task.HasArchive, j.Task.ArchiveSize, j.Task.ArchiveMD5 = true, *r.ArchiveSize, r.Checksum
+		j.Task.ArchivePath = "/internal/v1/tasks/" + t.ID + "/archive?lease_id=" + url.QueryEscape(l.LeaseID)
+	}
+	return j
+}
+
+// lease is POST /internal/v1/lease: up to max_tasks (default 1) tasks, waiting up to
+// wait_seconds (default and cap: runner.lease_wait) for the first; [] after the wait.
+func (ia *internalAPI) lease(c *gin.Context) {
+	var body struct {
+		RunnerID    flexString `json:"runner_id"`
+		MaxTasks    flexInt    `json:"max_tasks"`
+		WaitSeconds *float64   `json:"wait_seconds"`
+	}
+	if !ia.s.decodeJSON(c, &body) {
+		return
+	}
+	maxTasks := 1
+	if body.MaxTasks.Set {
+		if body.MaxTasks.Value < 1 {
+			abortMsg(c, http.StatusBadRequest, "max_tasks must be at least 1")
+			return
+		}
+		maxTasks = min(body.MaxTasks.Value, maxLeaseTasks)
+	}
+	wait := ia.cfg.LeaseWait.Std()
+	if body.WaitSeconds != nil {
+		if *body.WaitSeconds < 0 {
+			abortMsg(c, http.StatusBadRequest, "wait_seconds must not be negative")
+			return
+		}
+		wait = min(wait, time.Duration(*body.WaitSeconds*float64(time.Second)))
+	}
+	runnerID := string(body.RunnerID)
+	if runnerID == "" {
+		runnerID = c.GetString(runnerKey)
+	}
+	ctx := c.Request.Context()
+	deadline := time.Now().Add(wait)
+	for {
+		wake := ia.waker.Wait() // before looking, so that a notification in between counts
+		leases, err := ia.s.store.LeaseTasks(ctx, store.LeaseRequest{RunnerID: runnerID, MaxTasks: maxTasks, Duration: ia.cfg.LeaseDuration.Std()})
+		if err != nil {
+			ia.s.fail(c, err)
+			return
+		}
+		if len(leases) > 0 && ctx.Err() != nil {
+			// The runner is gone: nobody would read the answer, so hand the tasks back
+			// now rather than when their leases expire.
+			ia.releaseAll(leases)
+			c.Abort()
+			return
+		}
+		remaining := time.Until(deadline)
+		if ia.draining() {
+			remaining = 0
+		}
+		if len(leases) > 0 || remaining <= 0 {
+			out := make([]leaseJSON, len(leases))
+			for i, l := range leases {
+				out[i] = leaseToJSON(l)
+				ia.s.log.Debug("task leased", "task_id", l.Task.ID, "runner_id", runnerID, "adopt", l.Adopt, "attempt", l.Attempt)
+			}
+			c.JSON(http.StatusOK, gin.H{"leases": out, "lease_duration_seconds": ia.cfg.LeaseDuration.Std().Seconds()})
+			return
+		}
+		timer := time.NewTimer(min(remaining, ia.recheck))
+		select {
+		case <-wake:
+		case <-timer.C:
+		case <-ia.drain:
+		case <-ctx.Done():
+			timer.Stop()
+			c.Abort()
+			return
+		}
+		timer.Stop()
+	}
+}
+
+func (ia *internalAPI) releaseAll(leases []store.LeasedTask) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, l := range leases {
+		if err := ia.s.store.ReleaseTask(ctx, l.Task.ID, l.LeaseID); err != nil {
+			ia.s.log.Warn("could not hand back an undelivered lease; the reaper will", "task_id", l.Task.ID, "error", err.Error())
+		}
+	}
+}
+
+func (ia *internalAPI) draining() bool {
+	select {
+	case <-ia.drain:
+		return true
+	default:
+		return false
+	}
+}
+
+// leasedTaskID reads :task_id; a malformed id is simply not found.
+func leasedTaskID(c *gin.Context) (string, bool) {
+	id := c.Param("task_id")
+	if !store.ValidID(id) {
+		abortMsg(c, http.StatusNotFound, "Task not found")
+		return "", false
+	}
+	return id, true
+}
+
+func requireLease(c *gin.Context, leaseID string) bool {
+	if strings.TrimSpace(leaseID) == "" {
+		abortMsg(c, http.StatusBadRequest, "lease_id is required")
+		return false
+	}
+	return true
+}
+
+// conflictBody is a 409's body: why the runner must stop reporting on the task.
+type conflictBody struct {
+	Msg    string `json:"msg"`
+	Status string `json:"status,omitempty"`
+}
+
+// leaseError answers the store's lease errors (true), or nothing for nil (false).
+// ErrTaskCancelled is not handled here: the callers answer it with cancel: true.
+func (ia *internalAPI) leaseError(c *gin.Context, err error) bool {
+	if err == nil {
+		return false
+	}
+	var stateErr *store.TaskStateError
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		abortMsg(c, http.StatusNotFound, "Task not found")
+	case errors.Is(err, store.ErrLeaseLost):
+		c.AbortWithStatusJSON(http.StatusConflict, conflictBody{Msg: "Lease lost: the task is not held by this lease"})
+	case errors.As(err, &stateErr):
+		c.AbortWithStatusJSON(http.StatusConflict, conflictBody{Msg: "Task has already finished with status " + stateErr.Status, Status: stateErr.Status})
+	default:
+		ia.s.fail(c, err)
+	}
+	return true
+}
+
+// heartbeat is POST /tasks/:id/heartbeat. state "running" (or a backend_ref without a
+// state) marks the task started; "preparing" or none only extends the lease.
+func (ia *internalAPI) heartbeat(c *gin.Context) {
+	id, ok := leasedTaskID(c)
+	if !ok {
+		return
+	}
+	var body struct {
+		LeaseID    string `json:"lease_id"`
+		State      string `json:"state"`
+		BackendRef string `json:"backend_ref"`
+		Adoptable  *bool  `json:"adoptable"`
+	}
+	if !ia.s.decodeJSON(c, &body) || !requireLease(c, body.LeaseID) {
+		return
+	}
+	hb := store.Heartbeat{BackendRef: body.BackendRef, Adoptable: body.Adoptable == nil || *body.Adoptable}
+	switch body.State {
+	case "running":
+		hb.Running = true
+	case "":
+		hb.Running = body.BackendRef != ""
+	case "preparing":
+	default:
+		abortMsg(c, http.StatusBadRequest, `state must be "preparing" or "running"`)
+		return
+	}
+	res, err := ia.s.store.HeartbeatTask(c.Request.Context(), id, body.LeaseID, hb, ia.cfg.LeaseDuration.Std())
+	if errors.Is(err, store.ErrTaskCancelled) {
+		out := gin.H{"cancel": true, "status": "cancelled"}
+		if !res.ExpiresAt.IsZero() {
+			out["expires_at"] = timeString(res.ExpiresAt)
+		}
+		c.JSON(http.StatusOK, out)
+		return
+	}
+	if ia.leaseError(c, err) {
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"cancel": false, "status": res.Status, "expires_at": timeString(res.ExpiresAt)})
+}
+
+// appendLog is POST /tasks/:id/log?stream=stdout|stderr&lease_id=…, the raw body.
+func (ia *internalAPI) appendLog(c *gin.Context) {
+	id, ok := leasedTaskID(c)
+	if !ok {
+		return
+	}
+	leaseID := c.Query("lease_id")
+	if !requireLease(c, leaseID) {
+		return
+	}
+	stream := store.LogStdout
+	switch c.Query("stream") {
+	case "", "stdout":
+	case "stderr":
+		stream = store.LogStderr
+	default:
+		abortMsg(c, http.StatusBadRequest, `stream must be "stdout" or "stderr"`)
+		return
+	}
+	data, err := readBody(c, ia.s.limits.MaxRequestBytes)
+	if errors.Is(err, errTooLarge) {
+		abortMsg(c, http.StatusRequestEntityTooLarge, fmt.Sprintf("Log chunk is larger than %d bytes", ia.s.limits.MaxRequestBytes))
+		return
+	}
+	if err != nil {
+		abortMsg(c, http.StatusBadRequest, "Could not read the request body")
+		return
+	}
+	if ia.leaseError(c, ia.s.store.AppendLeasedTaskLog(c.Request.Context(), id, leaseID, stream, data)) {
+		return
+	}
+	c.JSON(http.StatusOK, msgBody{Msg: "Appended " + strconv.Itoa(len(data)) + " bytes"})
+}
+
+// progress is POST /tasks/:id/progress {lease_id, percent, msg}.
+func (ia *internalAPI) progress(c *gin.Context) {
+	id, ok := leasedTaskID(c)
+	if !ok {
+		return
+	}
+	var body struct {
+		LeaseID string      `json:"lease_id"`
+		Percent flexInt     `json:"percent"`
+		Msg     *flexString `json:"msg"`
+	}
+	if !ia.s.decodeJSON(c, &body) || !requireLease(c, body.LeaseID) {
+		return
+	}
+	var percent *int
+	if body.Percent.Set {
+		if body.Percent.Value < 0 || body.Percent.Value > 100 {
+			abortMsg(c, http.StatusBadRequest, "percent must be from 0 to 100")
+			return
+		}
+		percent = &body.Percent.Value
+	}
+	var msg *string
+	if body.Msg != nil {
+		m := string(*body.Msg)
+		if len(m) > maxProgressMsgBytes {
+			abortMsg(c, http.StatusBadRequest, fmt.Sprintf("msg must be at most %d bytes", maxProgressMsgBytes))
+			return
+		}
+		msg = &m
+	}
+	err := ia.s.store.SetLeasedTaskProgress(c.Request.Context(), id, body.LeaseID, percent, msg)
+	if errors.Is(err, store.ErrTaskCancelled) {
+		c.JSON(http.StatusOK, gin.H{"cancel": true})
+		return
+	}
+	if ia.leaseError(c, err) {
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"cancel": false})
+}
+
+// complete is POST /tasks/:id/complete.
+func (ia *internalAPI) complete(c *gin.Context) {
+	id, ok := leasedTaskID(c)
+	if !ok {
+		return
+	}
+	var body struct {
+		LeaseID    string   `json:"lease_id"`
+		Status     string   `json:"status"`
+		ExitCode   *int     `json:"exit_code"`
+		Msg        string   `json:"msg"`
+		DurationMS *float64 `json:"duration_ms"`
+	}
+	if !ia.s.decodeJSON(c, &body) || !requireLease(c, body.LeaseID) {
+		return
+	}
+	if !store.IsFinalStatus(body.Status) {
+		abortMsg(c, http.StatusBadRequest, "status must be one of "+strings.Join(store.FinalStatuses, ", "))
+		return
+	}
+	if len(body.Msg) > maxProgressMsgBytes {
+		body.Msg = body.Msg[:maxProgressMsgBytes]
+	}
+	comp := store.Completion{Status: body.Status, ExitCode: body.ExitCode, Msg: body.Msg}
+	if body.DurationMS != nil && *body.DurationMS > 0 {
+		comp.Duration = time.Duration(*body.DurationMS * float64(time.Millisecond))
+	}
+	res, err := ia.s.store.CompleteTask(c.Request.Context(), id, body.LeaseID, comp)
+	if ia.leaseError(c, err) {
+		return
+	}
+	ia.s.log.Debug("task completed", "task_id", id, "status", res.Status, "retry_task_id", res.RetryTaskID)
+	c.JSON(http.StatusOK, gin.H{"status": res.Status, "retry_task_id": res.RetryTaskID})
+}
+
+// release is POST /tasks/:id/release {lease_id}: the task goes back to the queue at
+// once (for adoption when it runs under an adoptable backend ref).
+func (ia *internalAPI) release(c *gin.Context) {
+	id, ok := leasedTaskID(c)
+	if !ok {
+		return
+	}
+	var body struct {
+		LeaseID string `json:"lease_id"`
+	}
+	if !ia.s.decodeJSON(c, &body) || !requireLease(c, body.LeaseID) {
+		return
+	}
+	err := ia.s.store.ReleaseTask(c.Request.Context(), id, body.LeaseID)
+	switch {
+	case errors.Is(err, store.ErrTaskCancelled):
+		c.AbortWithStatusJSON(http.StatusConflict, conflictBody{Msg: "Task was cancelled: complete it instead", Status: "cancelled"})
+		return
+	case errors.Is(err, store.ErrNotAdoptable):
+		c.AbortWithStatusJSON(http.StatusConflict, conflictBody{Msg: "Task is running and cannot be adopted: complete it instead"})
+		return
+	}
+	if ia.leaseError(c, err) {
+		return
+	}
+	c.JSON(http.StatusOK, msgBody{Msg: "Released"})
+}
+
+// archive is GET /tasks/:id/archive?lease_id=…: the zip of the task's code revision.
+func (ia *internalAPI) archive(c *gin.Context) {
+	id, ok := leasedTaskID(c)
+	if !ok {
+		return
+	}
+	leaseID := c.Query("lease_id")
+	if !requireLease(c, leaseID) {
+		return
+	}
+	revID, size, sum, err := ia.s.store.LeasedTaskArchive(c.Request.Context(), id, leaseID)
+	if errors.Is(err, store.ErrNotFound) {
+		abortMsg(c, http.StatusNotFound, "Task or code archive not found")
+		return
+	}
+	if ia.leaseError(c, err) {
+		return
+	}
+	c.Header("Content-Type", "application/zip")
+	c.Header("Content-Length", strconv.FormatInt(size, 10))
+	if sum != "" {
+		c.Header("X-Archive-MD5", sum)
+	}
+	c.Status(http.StatusOK)
+	n, err := ia.s.store.WriteArchive(c.Request.Context(), revID, c.Writer)
+	if err != nil || n != size {
+		// Headers are out: break the connection so the runner sees a short body.
+		ia.s.log.Warn("archive download cut short", "task_id", id, "written", n, "size", size)
+		panic(http.ErrAbortHandler)
+	}
+}

@@ -1,0 +1,125 @@
+// Package reaper takes back tasks whose runner lease expired (see
+// store.ReapExpiredLeases). Every iron-api instance runs it; one leads at a time through
+// a PostgreSQL advisory lock. Leadership only saves work: the reaping SQL locks rows
+// with SKIP LOCKED, so a stale leader cannot act on a task twice.
+package reaper
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/ironcf/ironworker-release/src/config"
+	"github.com/ironcf/ironworker-release/src/store"
+)
+
+// Store is what Run needs of the store.
+type Store interface {
+	AcquireReaperLeadership(ctx context.Context) (*store.ReaperLeadership, bool, error)
+	ReapExpiredLeases(ctx context.Context, opts store.ReapOptions) ([]store.ReapEvent, error)
+}
+
+// batchSize is how many expired tasks one reaping transaction takes.
+const batchSize = 100
+
+// Run reaps every cfg.ReaperInterval until ctx ends.
+func Run(ctx context.Context, st Store, cfg config.RunnerAPI, log *slog.Logger) error {
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("component", "reaper")
+	interval := cfg.ReaperInterval.Std()
+	if interval <= 0 {
+		interval = 5 * time.Second
+	}
+	opts := store.ReapOptions{BatchSize: batchSize, MaxAttempts: cfg.MaxLeaseAttempts}
+	// A preparing/running task without a lease expiry (not leased through the
+	// protocol) is stale after a few lease durations.
+	if d := cfg.LeaseDuration.Std(); d > 0 {
+		opts.StaleAfter = 4 * d
+	}
+
+	var lead *store.ReaperLeadership
+	defer func() { lead.Release() }()
+	failing := false
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if lead != nil {
+			if err := lead.Check(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				log.Warn("reaper leadership lost; will try to lead again", "error", err.Error())
+				lead.Release()
+				lead = nil
+			}
+		}
+		if lead == nil {
+			l, ok, err := st.AcquireReaperLeadership(ctx)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				if !failing {
+					log.Warn("reaper cannot reach the database", "error", err.Error())
+				}
+				failing = true
+			case ok:
+				lead = l
+				log.Info("became reaper leader")
+			}
+		}
+		if lead != nil {
+			err := ReapOnce(ctx, st, opts, log)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				if !failing {
+					log.Warn("reaping expired leases failed", "error", err.Error())
+				}
+				failing = true
+			case err == nil:
+				if failing {
+					log.Info("reaper recovered")
+				}
+				failing = false
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		}
+	}
+}
+
+// ReapOnce reaps until no expired lease is left (batch by batch), logging each task.
+func ReapOnce(ctx context.Context, st Store, opts store.ReapOptions, log *slog.Logger) error {
+	if log == nil {
+		log = slog.Default()
+	}
+	if opts.BatchSize < 1 {
+		opts.BatchSize = batchSize
+	}
+	for {
+		events, err := st.ReapExpiredLeases(ctx, opts)
+		for _, ev := range events {
+			attrs := []any{"task_id", ev.TaskID, "project_id", ev.ProjectID, "action", ev.Action}
+			if ev.RetryTaskID != "" {
+				attrs = append(attrs, "retry_task_id", ev.RetryTaskID)
+			}
+			if ev.Action == store.ReapKilled {
+				log.Warn("lease expired: task killed", attrs...)
+			} else {
+				log.Info("lease expired: task back in the queue", attrs...)
+			}
+		}
+		if err != nil {
+			return err
+		}
+		if len(events) < opts.BatchSize {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,1211 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/lib/pq"
+)
+
+// The runner protocol's SQL: leasing queued tasks, heartbeats, progress and log appends
+// by the lease holder, completion with the code's retry policy, and the reaper that
+// takes back tasks whose lease expired.
+//
+// Lifecycle as the store records it:
+//
+//	queued ──lease──▶ preparing ──heartbeat(running)──▶ running ──complete──▶ final status
+//	                      │                                 │
+//	                      └──── lease expired (reaper) ─────┘
+//	                              · an adoptable backend_ref: back to queued with the ref,
+//	                                the next lease hands it over (Adopt) and keeps start_time
+//	                              · never reached running: back to queued (at most
+//	                                MaxLeaseAttempts leases, then killed)
+//	                              · running, nothing adoptable: killed "runner lost", retried
+//
+// A user's cancel (CancelTask) sets 'cancelled' at once; the holder learns it from its
+// next heartbeat or progress call (ErrTaskCancelled), and its complete cannot change it.
+// A cancelled task that may still run on its backend with nobody holding it (cancelled
+// while queued for adoption, or its holder was lost) is handed out as a Cancel lease so
+// that a runner stops it.
+
+var (
+	// ErrLeaseLost: the lease id is not (or no longer) the task's; another runner holds
+	// the task or the reaper took it back. The runner must stop reporting on it.
+	ErrLeaseLost = errors.New("lease is not held")
+	// ErrTaskCancelled: the lease is held but the user cancelled the task; the runner
+	// must stop the task and complete it (the status stays cancelled).
+	ErrTaskCancelled = errors.New("task was cancelled")
+)
+
+// Task lease columns are set by LeaseTasks and cleared by the reaper; the final status
+// keeps lease_id so that late calls of the last holder are told apart from strangers.
+
+// LeaseRequest asks for up to MaxTasks tasks for one runner.
+type LeaseRequest struct {
+	RunnerID string
+	MaxTasks int
+	// Duration is how long the lease lasts without a heartbeat.
+	Duration time.Duration
+}
+
+// LeasedTask is one task handed to a runner, with everything it needs to run it.
+type LeasedTask struct {
+	LeaseID   string
+	ExpiresAt time.Time
+	Task      Task
+	// Revision is the code revision the task was queued with, config and env_vars
+	// decrypted.
+	Revision CodeRevision
+	// BackendRef is the reference a previous holder recorded; Adopt is set when the
+	// task may still run there and the runner must adopt it instead of starting it.
+	BackendRef string
+	Adopt      bool
+	// Cancel: the user cancelled the task while nobody held it and it may still run
+	// under BackendRef: adopt it only to stop it, then complete it (it stays cancelled).
+	Cancel bool
+	// Attempt counts the leases of this task, this one included.
+	Attempt int
+}
+
+// leaseLockKey serialises the max_concurrency check of one code across concurrent leases.
+func leaseLockKey(codeID string) string { return "lease/code/" + codeID }
+
+// activeCount counts the tasks of code $1 that run (or may run) on a backend: held by a
+// runner, or queued for adoption with a backend ref. Two index-backed counts, so that
+// the code's (possibly long) queue is not read.
+const activeCount = `SELECT (SELECT count(*) FROM tasks WHERE code_id = $1 AND status IN ('preparing','running'))
+	+ (SELECT count(*) FROM tasks WHERE code_id = $1 AND status = 'queued' AND backend_ref IS NOT NULL)`
+
+// blockedCodes lists the codes whose new tasks cannot start now: paused, or at their
+// max_concurrency. It reads the paused codes and the active tasks (bounded by what the
+// runners hold), never the queue.
+const blockedCodes = `SELECT id FROM codes WHERE paused AND deleted_at IS NULL
+	UNION
+	SELECT a.code_id FROM (
+		SELECT code_id FROM tasks WHERE status IN ('preparing','running')
+		UNION ALL
+		SELECT code_id FROM tasks WHERE status = 'queued' AND backend_ref IS NOT NULL
+	) a
+	JOIN codes c ON c.id = a.code_id
+	JOIN code_revisions r ON r.id = c.latest_revision_id
+	WHERE r.max_concurrency IS NOT NULL
+	GROUP BY a.code_id, r.max_concurrency
+	HAVING count(*) >= r.max_concurrency`
+
+// LeaseTasks leases up to req.MaxTasks queued tasks in one transaction: highest priority
+// first, then oldest run_at, skipping tasks whose run_at (delay) is in the future, codes
+// that are paused and codes at their max_concurrency (of the code's latest revision,
+// counting its preparing and running tasks). Rows are taken with FOR UPDATE SKIP LOCKED
+// and the max_concurrency check runs under a per-code transaction lock, so concurrent
+// leases never exceed it (see leaseRound). A task queued for adoption (an adoptable
+// backend ref) is leased regardless of pause and max_concurrency: it already runs.
+//
+// A leased task becomes 'preparing' ('running' when it is adopted after having
+// started). Cancelled tasks that may still run under an adoptable backend ref and that
+// no runner holds (cancelled while queued for adoption, or their holder was lost) come
+// first, as Cancel leases, so that nothing cancelled keeps running. An empty result is
+// not an error.
+func (s *Store) LeaseTasks(ctx context.Context, req LeaseRequest) ([]LeasedTask, error) {
+	if req.MaxTasks < 1 {
+		req.MaxTasks = 1
+	}
+	if req.Duration <= 0 {
+		req.Duration = 30 * time.Second
+	}
+	var out []LeasedTask
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		out = nil
+		var ids []string
+		leaseIDs := map[string]string{}
+		room := map[string]int64{} // per capped code locked so far: slots left
+		excluded := []string{}     // codes paused, full (or busy in another lease) this time
+		skip := []string{}         // taken here or by another lease; never nil (an SQL array)
+		// First, cancelled tasks that may still run on their backend and that nobody
+		// holds: the runner adopts them only to stop them (Cancel).
+		rows, err := tx.QueryContext(ctx, `SELECT id FROM tasks
+			WHERE status = 'cancelled' AND lease_id IS NULL AND backend_ref IS NOT NULL AND backend_adoptable
+			ORDER BY updated_at LIMIT $1 FOR UPDATE SKIP LOCKED`, req.MaxTasks)
+		if err != nil {
+			return fmt.Errorf("select cancelled tasks to stop: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return fmt.Errorf("select cancelled tasks to stop: %w", err)
+			}
+			ids = append(ids, id)
+			leaseIDs[id] = NewID()
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("select cancelled tasks to stop: %w", err)
+		}
+		blocked, err := tx.QueryContext(ctx, blockedCodes)
+		if err != nil {
+			return fmt.Errorf("find paused and full codes: %w", err)
+		}
+		for blocked.Next() {
+			var id string
+			if err := blocked.Scan(&id); err != nil {
+				blocked.Close()
+				return fmt.Errorf("find paused and full codes: %w", err)
+			}
+			excluded = append(excluded, id)
+		}
+		blocked.Close()
+		if err := blocked.Err(); err != nil {
+			return fmt.Errorf("find paused and full codes: %w", err)
+		}
+		for round := 0; round < maxLeaseRounds && len(ids) < req.MaxTasks; round++ {
+			batch, elsewhere, full, more, err := leaseRound(ctx, tx, req.MaxTasks-len(ids), skip, excluded, room, round == 0)
+			if err != nil {
+				return err
+			}
+			for _, id := range batch {
+				ids = append(ids, id)
+				leaseIDs[id] = NewID()
+			}
+			skip = append(append(skip, batch...), elsewhere...)
+			excluded = append(excluded, full...)
+			if len(full) == 0 && len(elsewhere) == 0 && !more {
+				break // nothing was held back and the scan saw the whole eligible queue
+			}
+		}
+		type leaseInfo struct {
+			expires time.Time
+			ref     string
+			attempt int
+			status  string
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		info := map[string]leaseInfo{}
+		lids := make([]string, len(ids))
+		for i, id := range ids {
+			lids[i] = leaseIDs[id]
+		}
+		rows, err = tx.QueryContext(ctx, `UPDATE tasks t SET
+				status = CASE WHEN t.status = 'cancelled' THEN 'cancelled'
+				              WHEN t.backend_ref IS NOT NULL AND t.start_time IS NOT NULL THEN 'running'
+				              ELSE 'preparing' END,
+				lease_id = l.lease_id, lease_expires_at = now() + $3::float8 * interval '1 millisecond', runner_id = $4,
+				lease_count = t.lease_count + 1, updated_at = now()
+			FROM unnest($1::text[], $2::text[]) AS l(task_id, lease_id)
+			WHERE t.id = l.task_id
+			RETURNING t.id, t.lease_expires_at, coalesce(t.backend_ref, ''), t.lease_count, t.status`,
+			pq.Array(ids), pq.Array(lids), req.Duration.Milliseconds(), req.RunnerID)
+		if err != nil {
+			return fmt.Errorf("lease tasks: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			var li leaseInfo
+			if err := rows.Scan(&id, &li.expires, &li.ref, &li.attempt, &li.status); err != nil {
+				rows.Close()
+				return fmt.Errorf("lease tasks: %w", err)
+			}
+			info[id] = li
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("lease tasks: %w", err)
+		}
+		if len(info) != len(ids) {
+			return fmt.Errorf("lease tasks: %d of %d rows updated", len(info), len(ids))
+		}
+		tasks, err := s.tasksByID(ctx, tx, ids)
+		if err != nil {
+			return err
+		}
+		revs, err := s.revisionsByID(ctx, tx, tasks)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			t := tasks[id]
+			li := info[id]
+			rev := revs[t.CodeRevisionID]
+			rev.Name, rev.Settings.Name = t.CodeName, t.CodeName
+			out = append(out, LeasedTask{
+				LeaseID: leaseIDs[id], ExpiresAt: li.expires.UTC(), Task: t, Revision: rev,
+				BackendRef: li.ref, Adopt: li.ref != "", Cancel: li.status == "cancelled", Attempt: li.attempt,
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lease tasks: %w", err)
+	}
+	return out, nil
+}
+
+// candidate is a queued task a lease may take.
+type candidate struct {
+	id, codeID string
+	adopt      bool
+	priority   int
+	runAt      time.Time
+	maxConc    sql.NullInt64
+}
+
+// queueScanRows bounds how many rows per priority the fast path of queueCandidates reads
+// before it falls back to reading each code's queue head.
+const queueScanRows = 500
+
+// queueCandidates returns up to limit due queued tasks, highest priority then oldest
+// first, except those in skip and those of excluded codes (unless queued for adoption),
+// each with its code's max_concurrency.
+//
+// The fast path reads one index range per priority (tasks_queue: priority, run_at), so
+// tasks delayed into the future are never walked over, and filters at most
+// queueScanRows rows of each. When a priority's range is saturated with tasks of
+// excluded codes (a paused code's or a full code's backlog) before enough eligible ones
+// are found, it falls back to the head of each live code's queue (tasks_code_queue),
+// which costs a few index probes per code instead of a walk through the backlog.
+func queueCandidates(ctx context.Context, tx *sql.Tx, limit int, excluded, skip []string) ([]candidate, error) {
+	const branch = `b%d AS (SELECT t.id, t.code_id, t.backend_ref IS NOT NULL AS adopt, t.priority, t.run_at FROM tasks t
+		WHERE t.status = 'queued' AND t.priority = %d AND t.run_at <= now() AND NOT (t.id = ANY($2::text[]))
+		ORDER BY t.run_at, t.id LIMIT $3)`
+	const sentinel = `SELECT NULL::text, NULL::text, false, %d, NULL::timestamptz, true WHERE (SELECT count(*) FROM b%d) = $3`
+	fast := `WITH ` + fmt.Sprintf(branch, 2, 2) + `, ` + fmt.Sprintf(branch, 1, 1) + `, ` + fmt.Sprintf(branch, 0, 0) + `
+		SELECT u.id, u.code_id, u.adopt, u.priority, u.run_at, false
+		FROM (SELECT * FROM b2 UNION ALL SELECT * FROM b1 UNION ALL SELECT * FROM b0) u
+		WHERE u.adopt OR NOT (u.code_id = ANY($1::text[]))
+		UNION ALL ` + fmt.Sprintf(sentinel, 2, 2) + `
+		UNION ALL ` + fmt.Sprintf(sentinel, 1, 1) + `
+		UNION ALL ` + fmt.Sprintf(sentinel, 0, 0)
+	rows, err := tx.QueryContext(ctx, fast, pq.Array(excluded), pq.Array(skip), max(queueScanRows, 2*limit))
+	if err != nil {
+		return nil, fmt.Errorf("select queued tasks: %w", err)
+	}
+	byPrio := map[int][]candidate{}
+	saturated := map[int]bool{}
+	for rows.Next() {
+		var id, codeID sql.NullString
+		var runAt sql.NullTime
+		var c candidate
+		var sentinelRow bool
+		if err := rows.Scan(&id, &codeID, &c.adopt, &c.priority, &runAt, &sentinelRow); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("select queued tasks: %w", err)
+		}
+		if sentinelRow {
+			saturated[c.priority] = true
+			continue
+		}
+		c.id, c.codeID, c.runAt = id.String, codeID.String, runAt.Time
+		byPrio[c.priority] = append(byPrio[c.priority], c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("select queued tasks: %w", err)
+	}
+	var cands []candidate
+	complete := true
+	for prio := 2; prio >= 0 && len(cands) < limit; prio-- {
+		list := byPrio[prio]
+		sortCandidates(list)
+		take := min(len(list), limit-len(cands))
+		cands = append(cands, list[:take]...)
+		if len(cands) < limit && saturated[prio] {
+			complete = false // eligible tasks of this priority may lie beyond the scan
+			break
+		}
+	}
+	if !complete {
+		if cands, err = queueHeads(ctx, tx, limit, excluded, skip); err != nil {
+			return nil, err
+		}
+	}
+	return withMaxConcurrency(ctx, tx, cands)
+}
+
+// queueHeads is queueCandidates' fallback: the first due tasks of each live code that is
+// not excluded, merged, plus the tasks of excluded codes queued for adoption.
+func queueHeads(ctx context.Context, tx *sql.Tx, limit int, excluded, skip []string) ([]candidate, error) {
+	const head = `(SELECT t.id, t.code_id, t.backend_ref IS NOT NULL AS adopt, t.priority, t.run_at FROM tasks t
+		WHERE t.code_id = c.id AND t.status = 'queued' AND t.priority = %d AND t.run_at <= now() AND NOT (t.id = ANY($3::text[]))
+		ORDER BY t.run_at, t.id LIMIT $1)`
+	rows, err := tx.QueryContext(ctx, `SELECT h.id, h.code_id, h.adopt, h.priority, h.run_at
+		FROM codes c CROSS JOIN LATERAL (`+fmt.Sprintf(head, 2)+` UNION ALL `+fmt.Sprintf(head, 1)+` UNION ALL `+fmt.Sprintf(head, 0)+`) h
+		WHERE c.deleted_at IS NULL AND NOT (c.id = ANY($2::text[]))
+		UNION ALL
+		SELECT t.id, t.code_id, true, t.priority, t.run_at FROM tasks t
+		WHERE t.status = 'queued' AND t.backend_ref IS NOT NULL AND t.run_at <= now()
+		  AND t.code_id = ANY($2::text[]) AND NOT (t.id = ANY($3::text[]))
+		ORDER BY 4 DESC, 5, 1
+		LIMIT $1`, limit, pq.Array(excluded), pq.Array(skip))
+	if err != nil {
+		return nil, fmt.Errorf("select queue heads: %w", err)
+	}
+	defer rows.Close()
+	var cands []candidate
+	for rows.Next() {
+		var c candidate
+		if err := rows.Scan(&c.id, &c.codeID, &c.adopt, &c.priority, &c.runAt); err != nil {
+			return nil, fmt.Errorf("select queue heads: %w", err)
+		}
+		cands = append(cands, c)
+	}
+	return cands, rows.Err()
+}
+
+func sortCandidates(list []candidate) {
+	sort.Slice(list, func(i, j int) bool {
+		a, b := list[i], list[j]
+		if a.priority != b.priority {
+			return a.priority > b.priority
+		}
+		if !a.runAt.Equal(b.runAt) {
+			return a.runAt.Before(b.runAt)
+		}
+		return a.id < b.id
+	})
+}
+
+// withMaxConcurrency fills in each candidate's max_concurrency (its code's latest
+// revision's).
+func withMaxConcurrency(ctx context.Context, tx *sql.Tx, cands []candidate) ([]candidate, error) {
+	if len(cands) == 0 {
+		return cands, nil
+	}
+	codeIDs := make([]string, 0, len(cands))
+	for _, c := range cands {
+		codeIDs = append(codeIDs, c.codeID)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT c.id, r.max_concurrency FROM codes c JOIN code_revisions r ON r.id = c.latest_revision_id
+		WHERE c.id = ANY($1::text[])`, pq.Array(codeIDs))
+	if err != nil {
+		return nil, fmt.Errorf("read max_concurrency: %w", err)
+	}
+	defer rows.Close()
+	caps := map[string]sql.NullInt64{}
+	for rows.Next() {
+		var id string
+		var mc sql.NullInt64
+		if err := rows.Scan(&id, &mc); err != nil {
+			return nil, fmt.Errorf("read max_concurrency: %w", err)
+		}
+		caps[id] = mc
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read max_concurrency: %w", err)
+	}
+	for i := range cands {
+		cands[i].maxConc = caps[cands[i].codeID]
+	}
+	return cands, nil
+}
+
+// maxLeaseRounds bounds the candidate scans of one lease: each round excludes the codes
+// that the previous one found at max_concurrency and the rows other leases hold.
+const maxLeaseRounds = 4
+
+// leaseRound admits up to want queued tasks, in priority then run_at order, that are
+// not in skip (taken or seen locked already) and not of an excluded code.
+//
+// Candidates are read without locks (queueCandidates); the picks are then locked with
+// FOR UPDATE SKIP LOCKED (their status checked again), so a lease holds locks only on
+// what it takes and concurrent leases do not hide tasks from each other. Capped codes
+// are locked (pg_advisory_xact_lock on the code) and counted before their tasks are
+// admitted; room carries the counts across rounds. The first round waits for the code
+// locks in sorted order; later rounds only try them (a round never waits while holding
+// a lock taken out of order, so leases cannot deadlock) and treat a busy code as full.
+//
+// It returns the admitted ids, the ids found locked by another lease, the codes that
+// held candidates back (full or busy), and whether the scan may have missed candidates
+// (it hit its limit).
+func leaseRound(ctx context.Context, tx *sql.Tx, want int, skip, excluded []string, room map[string]int64, wait bool) (
+	admitted, lockedElsewhere, full []string, more bool, err error) {
+	// Some candidates may fail the concurrency check or be taken by another lease: read
+	// a few more than wanted so that one capped code does not starve the lease.
+	limit := 2*want + 8
+	cands, err := queueCandidates(ctx, tx, limit, excluded, skip)
+	if err != nil {
+		return nil, nil, nil, false, err
+	}
+	toLock := map[string]int64{}
+	for _, c := range cands {
+		if _, locked := room[c.codeID]; !c.adopt && c.maxConc.Valid && !locked {
+			toLock[c.codeID] = c.maxConc.Int64
+		}
+	}
+	more = len(cands) == limit
+	codeIDs := make([]string, 0, len(toLock))
+	for id := range toLock {
+		codeIDs = append(codeIDs, id)
+	}
+	sort.Strings(codeIDs)
+	busy := map[string]bool{}
+	for _, id := range codeIDs {
+		if wait {
+			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, leaseLockKey(id)); err != nil {
+				return nil, nil, nil, false, fmt.Errorf("lock code %s: %w", id, err)
+			}
+		} else {
+			var got bool
+			if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))`, leaseLockKey(id)).Scan(&got); err != nil {
+				return nil, nil, nil, false, fmt.Errorf("lock code %s: %w", id, err)
+			}
+			if !got {
+				busy[id] = true
+				continue
+			}
+		}
+		// A fresh snapshot (READ COMMITTED): every lease committed before the lock counts.
+		var active int64
+		if err := tx.QueryRowContext(ctx, activeCount, id).Scan(&active); err != nil {
+			return nil, nil, nil, false, fmt.Errorf("count active tasks of code %s: %w", id, err)
+		}
+		room[id] = toLock[id] - active
+	}
+	// Pick in order within each capped code's room, then lock the picks in one
+	// statement; a pick another lease holds does not use up room (the next round may
+	// fill it).
+	heldBack := map[string]bool{}
+	tentative := map[string]int64{}
+	var picks []candidate
+	for _, c := range cands {
+		if len(picks) == want {
+			more = true
+			break
+		}
+		if !c.adopt && c.maxConc.Valid {
+			if busy[c.codeID] || room[c.codeID]-tentative[c.codeID] <= 0 {
+				heldBack[c.codeID] = true
+				continue
+			}
+			tentative[c.codeID]++
+		}
+		picks = append(picks, c)
+	}
+	if len(picks) > 0 {
+		pickIDs := make([]string, len(picks))
+		for i, c := range picks {
+			pickIDs[i] = c.id
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT id FROM tasks WHERE id = ANY($1::text[]) AND status = 'queued'
+			FOR UPDATE SKIP LOCKED`, pq.Array(pickIDs))
+		if err != nil {
+			return nil, nil, nil, false, fmt.Errorf("lock tasks: %w", err)
+		}
+		locked := map[string]bool{}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return nil, nil, nil, false, fmt.Errorf("lock tasks: %w", err)
+			}
+			locked[id] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, nil, nil, false, fmt.Errorf("lock tasks: %w", err)
+		}
+		for _, c := range picks {
+			if !locked[c.id] {
+				lockedElsewhere = append(lockedElsewhere, c.id)
+				continue
+			}
+			if !c.adopt && c.maxConc.Valid {
+				room[c.codeID]--
+			}
+			admitted = append(admitted, c.id)
+		}
+	}
+	for id := range heldBack {
+		full = append(full, id)
+	}
+	return admitted, lockedElsewhere, full, more, nil
+}
+
+func (s *Store) tasksByID(ctx context.Context, tx *sql.Tx, ids []string) (map[string]Task, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT `+taskColumns+` FROM tasks t WHERE t.id = ANY($1::text[])`, pq.Array(ids))
+	if err != nil {
+		return nil, fmt.Errorf("read leased tasks: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[string]Task, len(ids))
+	for rows.Next() {
+		t, err := scanTask(rows)
+		if err != nil {
+			return nil, fmt.Errorf("read leased tasks: %w", err)
+		}
+		out[t.ID] = t
+	}
+	return out, rows.Err()
+}
+
+func (s *Store) revisionsByID(ctx context.Context, tx *sql.Tx, tasks map[string]Task) (map[string]CodeRevision, error) {
+	var ids []string
+	for _, t := range tasks {
+		ids = append(ids, t.CodeRevisionID)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT `+revisionColumns+` FROM code_revisions r WHERE r.id = ANY($1::text[])`, pq.Array(ids))
+	if err != nil {
+		return nil, fmt.Errorf("read code revisions: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]CodeRevision{}
+	for rows.Next() {
+		r, err := s.scanRevision(rows)
+		if err != nil {
+			return nil, fmt.Errorf("read code revisions: %w", err)
+		}
+		out[r.ID] = r
+	}
+	return out, rows.Err()
+}
+
+// leaseFailure explains why a statement guarded by "lease_id = $lease AND status is
+// active" touched no row: ErrNotFound, ErrLeaseLost, ErrTaskCancelled (the lease is held
+// and the user cancelled), or *TaskStateError(ErrTaskFinished).
+func (s *Store) leaseFailure(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, taskID, leaseID string) error {
+	var status, holder string
+	err := q.QueryRowContext(ctx, `SELECT status, coalesce(lease_id, '') FROM tasks WHERE id = $1`, taskID).Scan(&status, &holder)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("read lease of task %s: %w", taskID, err)
+	}
+	switch {
+	case holder != leaseID:
+		return ErrLeaseLost
+	case status == "cancelled":
+		return ErrTaskCancelled
+	case (Task{Status: status}).Finished():
+		return &TaskStateError{Err: ErrTaskFinished, Status: status}
+	}
+	return ErrLeaseLost // changed under us; the caller may ask again
+}
+
+// Heartbeat is what a lease holder reports.
+type Heartbeat struct {
+	// BackendRef is the backend's reference for the started task; empty keeps the one
+	// recorded. Adoptable says another runner can adopt the task by this ref when this
+	// lease expires (a CF task can, a local process cannot).
+	BackendRef string
+	Adoptable  bool
+	// Running marks the task as started: status running, start_time set once.
+	Running bool
+}
+
+// HeartbeatResult is the task's state after a heartbeat.
+type HeartbeatResult struct {
+	Status    string
+	ExpiresAt time.Time
+}
+
+// HeartbeatTask extends the lease by d and records what the holder reports. Errors:
+// ErrNotFound, ErrLeaseLost, ErrTaskCancelled (the lease is still extended, and the
+// result carries its expiry, while the holder stops the task),
+// *TaskStateError(ErrTaskFinished).
+func (s *Store) HeartbeatTask(ctx context.Context, taskID, leaseID string, hb Heartbeat, d time.Duration) (HeartbeatResult, error) {
+	var r HeartbeatResult
+	var ref any
+	if hb.BackendRef != "" {
+		ref = hb.BackendRef
+	}
+	err := s.db.QueryRowContext(ctx, `UPDATE tasks SET
+			lease_expires_at = now() + $3::float8 * interval '1 millisecond',
+			backend_ref = coalesce($4::text, backend_ref),
+			backend_adoptable = CASE WHEN $4::text IS NOT NULL THEN $5 ELSE backend_adoptable END,
+			status = CASE WHEN $6 THEN 'running' ELSE status END,
+			start_time = CASE WHEN $6 AND start_time IS NULL THEN now() ELSE start_time END,
+			updated_at = now()
+		WHERE id = $1 AND lease_id = $2 AND status IN ('preparing','running')
+		RETURNING status, lease_expires_at`,
+		taskID, leaseID, d.Milliseconds(), ref, hb.Adoptable, hb.Running).Scan(&r.Status, &r.ExpiresAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		ferr := s.leaseFailure(ctx, s.db, taskID, leaseID)
+		if errors.Is(ferr, ErrTaskCancelled) {
+			// The holder is stopping it: keep its lease alive meanwhile, so that the
+			// reaper does not hand the stop to another runner.
+			r.Status = "cancelled"
+			err := s.db.QueryRowContext(ctx, `UPDATE tasks SET lease_expires_at = now() + $3::float8 * interval '1 millisecond'
+				WHERE id = $1 AND lease_id = $2 AND status = 'cancelled' AND lease_expires_at IS NOT NULL
+				RETURNING lease_expires_at`, taskID, leaseID, d.Milliseconds()).Scan(&r.ExpiresAt)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return HeartbeatResult{}, fmt.Errorf("heartbeat task %s: %w", taskID, err)
+			}
+			r.ExpiresAt = r.ExpiresAt.UTC()
+		}
+		return r, ferr
+	}
+	if err != nil {
+		return HeartbeatResult{}, fmt.Errorf("heartbeat task %s: %w", taskID, err)
+	}
+	r.ExpiresAt = r.ExpiresAt.UTC()
+	return r, nil
+}
+
+// SetLeasedTaskProgress sets percent and/or msg (nil leaves a field) for the lease
+// holder. Errors as HeartbeatTask.
+func (s *Store) SetLeasedTaskProgress(ctx context.Context, taskID, leaseID string, percent *int, msg *string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE tasks SET percent = coalesce($3::int, percent), msg = coalesce($4::text, msg),
+		updated_at = now() WHERE id = $1 AND lease_id = $2 AND status IN ('preparing','running')`, taskID, leaseID, percent, msg)
+	if err != nil {
+		return fmt.Errorf("set progress of task %s: %w", taskID, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("set progress of task %s: %w", taskID, err)
+	} else if n == 0 {
+		return s.leaseFailure(ctx, s.db, taskID, leaseID)
+	}
+	return nil
+}
+
+// AppendLeasedTaskLog appends output for the lease holder (also after the task
+// finished, so that a last flush racing the completion is kept). Errors: ErrNotFound,
+// ErrLeaseLost.
+func (s *Store) AppendLeasedTaskLog(ctx context.Context, taskID, leaseID string, stream int, data []byte) error {
+	if stream != LogStdout && stream != LogStderr {
+		return fmt.Errorf("append log of task %s: invalid stream %d", taskID, stream)
+	}
+	if len(data) == 0 {
+		return s.leaseHeld(ctx, taskID, leaseID)
+	}
+	res, err := s.db.ExecContext(ctx, `INSERT INTO task_log_chunks (task_id, stream, data)
+		SELECT id, $3, $4 FROM tasks WHERE id = $1 AND lease_id = $2`, taskID, leaseID, stream, data)
+	if err != nil {
+		return fmt.Errorf("append log of task %s: %w", taskID, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("append log of task %s: %w", taskID, err)
+	} else if n == 1 {
+		return nil
+	}
+	if err := s.leaseHeld(ctx, taskID, leaseID); err != nil {
+		return err
+	}
+	return ErrLeaseLost
+}
+
+// leaseHeld is nil when leaseID is the task's lease, whatever its status.
+func (s *Store) leaseHeld(ctx context.Context, taskID, leaseID string) error {
+	var holder string
+	err := s.db.QueryRowContext(ctx, `SELECT coalesce(lease_id, '') FROM tasks WHERE id = $1`, taskID).Scan(&holder)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("read lease of task %s: %w", taskID, err)
+	}
+	if holder != leaseID {
+		return ErrLeaseLost
+	}
+	return nil
+}
+
+// LeasedTaskArchive returns the code revision whose zip the lease holder may download,
+// and whether it has one. Errors: ErrNotFound, ErrLeaseLost.
+func (s *Store) LeasedTaskArchive(ctx context.Context, taskID, leaseID string) (revisionID string, size int64, checksum string, err error) {
+	var holder string
+	var sz sql.NullInt64
+	err = s.db.QueryRowContext(ctx, `SELECT coalesce(t.lease_id, ''), r.id, r.archive_size, r.checksum
+		FROM tasks t JOIN code_revisions r ON r.id = t.code_revision_id WHERE t.id = $1`, taskID).
+		Scan(&holder, &revisionID, &sz, &checksum)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", 0, "", ErrNotFound
+	}
+	if err != nil {
+		return "", 0, "", fmt.Errorf("read archive of task %s: %w", taskID, err)
+	}
+	if holder != leaseID {
+		return "", 0, "", ErrLeaseLost
+	}
+	if !sz.Valid {
+		return "", 0, "", ErrNotFound
+	}
+	return revisionID, sz.Int64, checksum, nil
+}
+
+// ErrNotAdoptable: a running task without an adoptable backend ref cannot be handed
+// back (another runner would start it a second time); complete it instead.
+var ErrNotAdoptable = errors.New("task is running and cannot be adopted by another runner")
+
+// ReleaseTask hands a leased task back to the queue at once, as a draining runner does
+// (and the API when a lease answer could not be delivered): a task that has not started
+// is queued plainly (its backend ref dropped, its lease not counted as an attempt), a
+// task with an adoptable backend ref is queued for adoption. Errors: ErrNotFound,
+// ErrLeaseLost, ErrTaskCancelled, *TaskStateError(ErrTaskFinished), ErrNotAdoptable.
+func (s *Store) ReleaseTask(ctx context.Context, taskID, leaseID string) error {
+	var status string
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, `UPDATE tasks SET status = 'queued', lease_id = NULL, lease_expires_at = NULL,
+				runner_id = NULL, updated_at = now(),
+				lease_count = CASE WHEN status = 'preparing' AND NOT (backend_ref IS NOT NULL AND backend_adoptable)
+				                   THEN greatest(lease_count - 1, 0) ELSE lease_count END,
+				backend_ref = CASE WHEN backend_adoptable THEN backend_ref END,
+				backend_adoptable = backend_adoptable AND backend_ref IS NOT NULL
+			WHERE id = $1 AND lease_id = $2
+			  AND (status = 'preparing' OR (status = 'running' AND backend_ref IS NOT NULL AND backend_adoptable))
+			RETURNING status`, taskID, leaseID).Scan(&status)
+		if errors.Is(err, sql.ErrNoRows) {
+			if ferr := s.leaseFailure(ctx, tx, taskID, leaseID); !errors.Is(ferr, ErrLeaseLost) || !s.isRunningHolder(ctx, tx, taskID, leaseID) {
+				return ferr
+			}
+			return ErrNotAdoptable
+		}
+		if err != nil {
+			return fmt.Errorf("release task %s: %w", taskID, err)
+		}
+		return notifyQueued(ctx, tx)
+	})
+	return err
+}
+
+// isRunningHolder tells whether leaseID holds the task while it runs.
+func (s *Store) isRunningHolder(ctx context.Context, tx *sql.Tx, taskID, leaseID string) bool {
+	var ok bool
+	err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND lease_id = $2 AND status = 'running')`,
+		taskID, leaseID).Scan(&ok)
+	return err == nil && ok
+}
+
+// FinalStatuses are the statuses a runner may complete a task with.
+var FinalStatuses = []string{"complete", "error", "timeout", "killed", "cancelled"}
+
+// IsFinalStatus tells whether status is one of FinalStatuses.
+func IsFinalStatus(status string) bool {
+	for _, s := range FinalStatuses {
+		if s == status {
+			return true
+		}
+	}
+	return false
+}
+
+// Completion is how a task ended, as its runner reports it.
+type Completion struct {
+	Status   string // one of FinalStatuses
+	ExitCode *int
+	// Msg replaces the task's msg when not empty (for error: the last stderr line).
+	Msg string
+	// Duration is the run time the runner measured; 0 when unknown.
+	Duration time.Duration
+}
+
+// CompleteResult is the task's final state.
+type CompleteResult struct {
+	Status      string
+	RetryTaskID string
+}
+
+// retryStatuses end a task in a way the code's retries policy applies to.
+func retryStatus(status string) bool {
+	return status == "error" || status == "timeout" || status == "killed"
+}
+
+// CompleteTask ends a leased task. It is idempotent: the same final status again
+// answers the recorded result. A task the user cancelled stays cancelled (the result
+// says so). For error, timeout and killed it queues a retry task while retry_count is
+// below the revision's retries, run_at retries_delay later, linked both ways, in the
+// same transaction; the queue is notified (a freed max_concurrency slot may let
+// another task run).
+//
+// Errors: ErrNotFound; ErrLeaseLost (another lease holds or held the task);
+// *TaskStateError(ErrTaskFinished) when the task already ended with another status.
+func (s *Store) CompleteTask(ctx context.Context, taskID, leaseID string, c Completion) (CompleteResult, error) {
+	if !IsFinalStatus(c.Status) {
+		return CompleteResult{}, fmt.Errorf("complete task %s: invalid status %q", taskID, c.Status)
+	}
+	var res CompleteResult
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		var status, holder, projectID, revisionID, retryID string
+		err := tx.QueryRowContext(ctx, `SELECT status, coalesce(lease_id, ''), project_id, code_revision_id, coalesce(retry_task_id, '')
+			FROM tasks WHERE id = $1 FOR UPDATE`, taskID).Scan(&status, &holder, &projectID, &revisionID, &retryID)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("read task: %w", err)
+		}
+		if holder != leaseID {
+			return ErrLeaseLost
+		}
+		if (Task{Status: status}).Finished() {
+			res = CompleteResult{Status: status, RetryTaskID: retryID}
+			if status == c.Status || status == "cancelled" {
+				_, err := tx.ExecContext(ctx, `UPDATE tasks SET lease_expires_at = NULL WHERE id = $1 AND lease_expires_at IS NOT NULL`, taskID)
+				return err
+			}
+			return &TaskStateError{Err: ErrTaskFinished, Status: status}
+		}
+		var msg any
+		if c.Msg != "" {
+			msg = c.Msg
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE tasks SET status = $2, exit_code = $3, msg = coalesce($4::text, msg),
+				start_time = CASE WHEN start_time IS NOT NULL THEN start_time
+				                  ELSE now() - $5::float8 * interval '1 millisecond' END,
+				end_time = CASE WHEN start_time IS NOT NULL AND $5::float8 > 0
+				                THEN least(now(), start_time + $5::float8 * interval '1 millisecond') ELSE now() END,
+				lease_expires_at = NULL, updated_at = now()
+			WHERE id = $1`, taskID, c.Status, c.ExitCode, msg, c.Duration.Milliseconds()); err != nil {
+			return fmt.Errorf("finish task: %w", err)
+		}
+		res = CompleteResult{Status: c.Status}
+		if retryStatus(c.Status) {
+			if res.RetryTaskID, err = s.applyRetryPolicy(ctx, tx, projectID, taskID, revisionID); err != nil {
+				return err
+			}
+		}
+		return notifyQueued(ctx, tx)
+	})
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrLeaseLost) {
+		return CompleteResult{}, err
+	}
+	var stateErr *TaskStateError
+	if errors.As(err, &stateErr) {
+		return res, err
+	}
+	if err != nil {
+		return CompleteResult{}, fmt.Errorf("complete task %s: %w", taskID, err)
+	}
+	return res, nil
+}
+
+// applyRetryPolicy queues the retry of a failed task when its revision's retries allow
+// one more, returning the new id ("" when none). Like RetryTask, the retry runs the live
+// code's latest revision; a deleted code is not retried.
+func (s *Store) applyRetryPolicy(ctx context.Context, tx *sql.Tx, projectID, taskID, revisionID string) (string, error) {
+	var retries, delay int
+	if err := tx.QueryRowContext(ctx, `SELECT retries, retries_delay FROM code_revisions WHERE id = $1`, revisionID).
+		Scan(&retries, &delay); err != nil {
+		return "", fmt.Errorf("read retry policy: %w", err)
+	}
+	var prio int
+	nt := NewTask{OriginalTaskID: taskID, Delay: delay, Priority: &prio}
+	var retryID string
+	if err := tx.QueryRowContext(ctx, `SELECT code_name, payload, priority, timeout, cluster, label, retry_count, coalesce(retry_task_id, '')
+		FROM tasks WHERE id = $1`, taskID).
+		Scan(&nt.CodeName, &nt.Payload, &prio, &nt.Timeout, &nt.Cluster, &nt.Label, &nt.RetryCount, &retryID); err != nil {
+		return "", fmt.Errorf("read task for retry: %w", err)
+	}
+	if retryID != "" || nt.RetryCount >= retries {
+		return retryID, nil
+	}
+	nt.RetryCount++
+	code, err := lookupCodeRef(ctx, tx, projectID, nt.CodeName)
+	var cnf *ErrCodeNotFound
+	if errors.As(err, &cnf) {
+		s.log.Info("not retrying a task of a deleted code", "task_id", taskID, "code_name", nt.CodeName)
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	newID, err := insertTask(ctx, tx, projectID, code, nt)
+	if err != nil {
+		return "", fmt.Errorf("queue retry: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE tasks SET retry_task_id = $2, updated_at = now() WHERE id = $1`, taskID, newID); err != nil {
+		return "", fmt.Errorf("link retry: %w", err)
+	}
+	return newID, nil
+}
+
+// Reaper outcomes.
+const (
+	ReapRequeued = "requeued" // never started: back to the queue
+	ReapAdopt    = "adopt"    // may still run on its backend: queued for adoption
+	ReapKilled   = "killed"   // started and lost with its runner
+	// A cancelled task whose holder was lost before stopping it:
+	ReapStop    = "stop"    // may still run: handed to the next lease to stop (Cancel)
+	ReapStopped = "stopped" // nothing adoptable: nothing left to do
+)
+
+// MsgRunnerLost is the msg of a task the reaper ends killed.
+const MsgRunnerLost = "runner lost"
+
+// ReapEvent is what the reaper did to one task.
+type ReapEvent struct {
+	TaskID      string
+	ProjectID   string
+	Action      string
+	RetryTaskID string
+}
+
+// ReapOptions tune ReapExpiredLeases.
+type ReapOptions struct {
+	// BatchSize bounds the tasks taken per call (default 100).
+	BatchSize int
+	// MaxAttempts: a task that never started and lost this many leases ends killed
+	// instead of going back to the queue (a task that kills its runner must not loop
+	// forever). Default 5.
+	MaxAttempts int
+	// StaleAfter: a preparing/running task without a lease expiry (not leased through
+	// the protocol) counts as expired this long after its last update (default 10m).
+	StaleAfter time.Duration
+}
+
+// ReapExpiredLeases takes back preparing and running tasks whose lease expired:
+//   - with an adoptable backend ref: queued again keeping the ref and start_time, so the
+//     next lease hands it over for adoption (ReapAdopt);
+//   - never reached running: queued again (ReapRequeued), or killed after MaxAttempts;
+//   - running with nothing adoptable: killed with msg "runner lost" and retried by the
+//     code's policy (ReapKilled).
+//
+// It also releases cancelled tasks whose holder was lost before stopping them: with an
+// adoptable ref the next lease hands them out to be stopped (ReapStop), otherwise there
+// is nothing left to do (ReapStopped).
+//
+// Rows are taken with SKIP LOCKED, so concurrent reapers (or a runner completing the
+// task at that moment) never both act. Call it until it returns fewer than BatchSize
+// events.
+func (s *Store) ReapExpiredLeases(ctx context.Context, opts ReapOptions) ([]ReapEvent, error) {
+	if opts.BatchSize < 1 {
+		opts.BatchSize = 100
+	}
+	if opts.MaxAttempts < 1 {
+		opts.MaxAttempts = 5
+	}
+	if opts.StaleAfter <= 0 {
+		opts.StaleAfter = 10 * time.Minute
+	}
+	var events []ReapEvent
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		events = nil
+		rows, err := tx.QueryContext(ctx, `SELECT id, project_id, code_revision_id, status, coalesce(backend_ref, ''),
+				backend_adoptable, lease_count
+			FROM tasks
+			WHERE status IN ('preparing','running')
+			  AND (lease_expires_at < now() OR (lease_expires_at IS NULL AND updated_at < now() - $2::float8 * interval '1 millisecond'))
+			ORDER BY lease_expires_at NULLS FIRST
+			LIMIT $1
+			FOR UPDATE SKIP LOCKED`, opts.BatchSize, opts.StaleAfter.Milliseconds())
+		if err != nil {
+			return fmt.Errorf("select expired leases: %w", err)
+		}
+		type expired struct {
+			id, projectID, revisionID, status, ref string
+			adoptable                              bool
+			attempts                               int
+		}
+		var list []expired
+		for rows.Next() {
+			var e expired
+			if err := rows.Scan(&e.id, &e.projectID, &e.revisionID, &e.status, &e.ref, &e.adoptable, &e.attempts); err != nil {
+				rows.Close()
+				return fmt.Errorf("select expired leases: %w", err)
+			}
+			list = append(list, e)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("select expired leases: %w", err)
+		}
+		for _, e := range list {
+			ev := ReapEvent{TaskID: e.id, ProjectID: e.projectID}
+			switch {
+			case e.ref != "" && e.adoptable:
+				ev.Action = ReapAdopt
+				_, err = tx.ExecContext(ctx, `UPDATE tasks SET status = 'queued', lease_id = NULL, lease_expires_at = NULL,
+					runner_id = NULL, updated_at = now() WHERE id = $1`, e.id)
+			case e.status == "preparing" && e.attempts < opts.MaxAttempts:
+				ev.Action = ReapRequeued
+				_, err = tx.ExecContext(ctx, `UPDATE tasks SET status = 'queued', lease_id = NULL, lease_expires_at = NULL,
+					runner_id = NULL, backend_ref = NULL, backend_adoptable = false, updated_at = now() WHERE id = $1`, e.id)
+			default:
+				ev.Action = ReapKilled
+				msg := MsgRunnerLost
+				if e.status == "preparing" {
+					msg = fmt.Sprintf("%s (%d leases expired before the task started)", MsgRunnerLost, e.attempts)
+				}
+				_, err = tx.ExecContext(ctx, `UPDATE tasks SET status = 'killed', msg = $2, end_time = now(),
+					start_time = coalesce(start_time, now()), lease_expires_at = NULL, updated_at = now() WHERE id = $1`, e.id, msg)
+				if err == nil {
+					ev.RetryTaskID, err = s.applyRetryPolicy(ctx, tx, e.projectID, e.id, e.revisionID)
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("reap task %s: %w", e.id, err)
+			}
+			events = append(events, ev)
+		}
+		// Cancelled while held, and the holder was lost before it stopped the task: an
+		// adoptable one becomes free for a Cancel lease, the others are done with.
+		rows, err = tx.QueryContext(ctx, `UPDATE tasks t SET
+				lease_id = CASE WHEN t.backend_ref IS NOT NULL AND t.backend_adoptable THEN NULL ELSE t.lease_id END,
+				lease_expires_at = NULL, runner_id = NULL
+			WHERE t.id IN (SELECT id FROM tasks WHERE status = 'cancelled' AND lease_expires_at < now()
+				ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+			RETURNING t.id, t.project_id, t.lease_id IS NULL`, opts.BatchSize)
+		if err != nil {
+			return fmt.Errorf("release cancelled tasks: %w", err)
+		}
+		for rows.Next() {
+			ev := ReapEvent{Action: ReapStopped}
+			var toStop bool
+			if err := rows.Scan(&ev.TaskID, &ev.ProjectID, &toStop); err != nil {
+				rows.Close()
+				return fmt.Errorf("release cancelled tasks: %w", err)
+			}
+			if toStop {
+				ev.Action = ReapStop
+			}
+			events = append(events, ev)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("release cancelled tasks: %w", err)
+		}
+		if len(events) > 0 {
+			return notifyQueued(ctx, tx)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reap expired leases: %w", err)
+	}
+	return events, nil
+}
+
+// ReaperLeadership is the reaper leader's hold on its session-level advisory lock, on a
+// dedicated connection: it lasts as long as that connection.
+type ReaperLeadership struct {
+	conn *sql.Conn
+}
+
+// AcquireReaperLeadership tries (without waiting) to become the lease reaper's leader;
+// ok is false when another session leads.
+func (s *Store) AcquireReaperLeadership(ctx context.Context) (*ReaperLeadership, bool, error) {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("reaper leadership: get connection: %w", err)
+	}
+	var ok bool
+	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, lockReaper).Scan(&ok); err != nil {
+		discardConn(conn)
+		return nil, false, fmt.Errorf("reaper leadership: try lock: %w", err)
+	}
+	if !ok {
+		conn.Close()
+		return nil, false, nil
+	}
+	return &ReaperLeadership{conn: conn}, true, nil
+}
+
+// Check tells whether leadership is still held; on an error, Release and acquire again.
+func (l *ReaperLeadership) Check(ctx context.Context) error {
+	var held bool
+	err := l.conn.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
+		AND pid = pg_backend_pid() AND granted AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid
+		AND objsubid = 1)`, lockReaper).Scan(&held)
+	if err != nil {
+		return fmt.Errorf("reaper leadership lost: %w", err)
+	}
+	if !held {
+		return errors.New("reaper leadership lost: the advisory lock is no longer held")
+	}
+	return nil
+}
+
+// Release gives leadership up by closing its session.
+func (l *ReaperLeadership) Release() {
+	if l == nil || l.conn == nil {
+		return
+	}
+	discardConn(l.conn)
+	l.conn = nil
+}
+
+// QueueWaker wakes lease long-polls: one LISTEN connection per process on
+// TaskQueueChannel, fanned out to every waiter. A waiter takes Wait() before it looks at
+// the queue and sleeps on it after finding nothing; any notification (or a reconnect,
+// after which notifications may have been missed) closes the channel. Waiters should
+// still re-check every few seconds: NOTIFY is best effort across connection loss.
+type QueueWaker struct {
+	mu       sync.Mutex
+	ch       chan struct{}
+	listener *pq.Listener
+	done     chan struct{}
+	log      *slog.Logger
+}
+
+// NewQueueWaker starts listening with its own connection (dsn as for Open). It does not
+// wait for the connection: until it is up, waiters rely on their re-checks.
+func NewQueueWaker(dsn string, log *slog.Logger) *QueueWaker {
+	if log == nil {
+		log = slog.Default()
+	}
+	w := &QueueWaker{ch: make(chan struct{}), done: make(chan struct{}), log: log.With("component", "queue-waker")}
+	w.listener = pq.NewListener(dsn, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
+		switch ev {
+		case pq.ListenerEventConnectionAttemptFailed, pq.ListenerEventDisconnected:
+			if err != nil {
+				w.log.Warn("queue listener connection problem", "event", ev.String(), "error", err.Error())
+			}
+		case pq.ListenerEventReconnected:
+			w.log.Info("queue listener reconnected")
+			w.Wake()
+		}
+	})
+	go func() {
+		if err := w.listener.Listen(TaskQueueChannel); err != nil && !errors.Is(err, pq.ErrChannelAlreadyOpen) {
+			w.log.Warn("cannot LISTEN on the task queue channel", "error", err.Error())
+		}
+	}()
+	go w.loop()
+	return w
+}
+
+func (w *QueueWaker) loop() {
+	defer close(w.done)
+	ping := time.NewTicker(60 * time.Second)
+	defer ping.Stop()
+	for {
+		select {
+		case _, ok := <-w.listener.Notify:
+			if !ok {
+				return
+			}
+			w.Wake() // nil after a reconnect: wake too
+		case <-ping.C:
+			go w.listener.Ping()
+		}
+	}
+}
+
+// Wait returns a channel that is closed at the next wake-up. A nil waker never wakes.
+func (w *QueueWaker) Wait() <-chan struct{} {
+	if w == nil {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.ch
+}
+
+// Wake wakes every current waiter.
+func (w *QueueWaker) Wake() {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	close(w.ch)
+	w.ch = make(chan struct{})
+	w.mu.Unlock()
+}
+
+// Close stops listening.
+func (w *QueueWaker) Close() error {
+	if w == nil {
+		return nil
+	}
+	err := w.listener.Close()
+	<-w.done
+	return err
+}
