@@ -1,0 +1,298 @@
+// Package runner is iron-runner's engine: a pool of slots filled by long-polling the API
+// for leases, one goroutine per leased task that starts (or adopts) it on a backend,
+// heartbeats its lease, forwards its output, enforces its timeout, honours cancels and
+// reports how it ended.
+//
+// Drain (Run's ctx ends, i.e. SIGTERM): leasing stops at once; running tasks get up to
+// DrainTimeout to finish while their leases are still extended; then the rest are handed
+// back. How depends on whether the backend's tasks outlive the runner:
+//   - not adoptable (local, noop): the task is stopped (backend Cancel) and completed
+//     `killed` with a msg saying the runner shut down, so the code's retry policy
+//     applies at once instead of after a lease expiry;
+//   - adoptable (diego): the runner only stops watching and heartbeating; the task keeps
+//     running, its lease expires and the API's reaper queues it for adoption by another
+//     runner (Lease.Adopt), which follows it to the end.
+//
+// Adoption (Lease.Adopt with a BackendRef): Status decides — Running: Attach and follow
+// it like a started task (its timeout counts from the task's start_time); Exited: report
+// the recorded result; Gone (e.g. a local process that died with its runner): Cancel (to
+// clean up what it left behind) and `killed`, which the code's retry policy applies to.
+// Heartbeats therefore always report refs as adoptable: after a runner crash on the local
+// backend, the API's reaper queues the task for adoption and whichever runner leases it
+// ends it `killed`. A Lease.Cancel (cancelled while no runner held it) is only stopped
+// through its ref and completed `cancelled`.
+//
+// A lost lease (409 on a heartbeat) stops all reporting; the task is stopped too unless
+// the backend's tasks outlive the runner and another runner may adopt it.
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ironcf/ironworker-release/src/backend"
+	"github.com/ironcf/ironworker-release/src/client"
+)
+
+// Client is the part of the runner protocol client the runner uses
+// (*client.RunnerClient).
+type Client interface {
+	Lease(ctx context.Context, req client.LeaseRequest) ([]client.Lease, error)
+	Heartbeat(ctx context.Context, taskID string, req client.HeartbeatRequest) (client.HeartbeatResponse, error)
+	AppendLog(ctx context.Context, taskID, leaseID, stream string, data []byte) error
+	Complete(ctx context.Context, taskID string, req client.CompleteRequest) (client.CompleteResponse, error)
+	OpenArchive(ctx context.Context, taskID, leaseID string) (*client.Archive, error)
+}
+
+var _ Client = (*client.RunnerClient)(nil)
+
+// Options configure a Runner; zero values take the defaults.
+type Options struct {
+	Client  Client
+	Backend backend.Backend
+	// RunnerID names this runner in task rows; default host name and pid.
+	RunnerID string
+	// Slots is how many tasks run at once (default 4); LeaseBatch caps one lease
+	// request (default Slots).
+	Slots      int
+	LeaseBatch int
+	// LeaseWait is the long-poll wait of a lease request (default 20s).
+	LeaseWait time.Duration
+	// HeartbeatInterval (default 10s); a heartbeat is also sent when a third of the
+	// lease's remaining time has passed, whichever comes first.
+	HeartbeatInterval time.Duration
+	// DrainTimeout is how long a draining runner waits for its tasks (default 60s).
+	DrainTimeout time.Duration
+	// Adoptable says whether the backend's tasks survive this runner so that another
+	// runner can adopt them; default true except for the local and noop backends. It
+	// decides drain and lease-loss handling. (Heartbeats always report the ref as
+	// adoptable: whoever takes over a task of a backend whose tasks die with their
+	// runner finds it Gone, cleans up and ends it killed.)
+	Adoptable *bool
+	// Output forwarding: flush interval (default 500ms), batch size (64 KiB) and the
+	// buffer bound per task (4 MiB).
+	LogFlushInterval time.Duration
+	LogBatchBytes    int
+	LogBufferBytes   int
+	// TimeoutGrace is added to a task's timeout for the backend's own backstop; the
+	// runner enforces the timeout itself. Default 5s.
+	TimeoutGrace time.Duration
+	Logger       *slog.Logger
+}
+
+// Runner runs leased tasks on a backend.
+type Runner struct {
+	opts      Options
+	cl        Client
+	be        backend.Backend
+	log       *slog.Logger
+	metrics   *metrics
+	adoptable bool
+
+	// reportCtx carries every call about held tasks; it ends only after the drain has
+	// handed back what was left.
+	reportCtx    context.Context
+	reportCancel context.CancelFunc
+	handBack     chan struct{}
+	tasks        sync.WaitGroup
+
+	mu            sync.Mutex
+	busy          int
+	started       bool
+	draining      bool
+	leaseFailures int
+	lastLeaseErr  string
+	freed         chan struct{}
+}
+
+// New checks the options.
+func New(opts Options) (*Runner, error) {
+	if opts.Client == nil || opts.Backend == nil {
+		return nil, errors.New("runner: a client and a backend are required")
+	}
+	if opts.Slots <= 0 {
+		opts.Slots = 4
+	}
+	if opts.LeaseBatch <= 0 {
+		opts.LeaseBatch = opts.Slots
+	}
+	if opts.LeaseWait <= 0 {
+		opts.LeaseWait = 20 * time.Second
+	}
+	if opts.HeartbeatInterval <= 0 {
+		opts.HeartbeatInterval = 10 * time.Second
+	}
+	if opts.DrainTimeout < 0 {
+		opts.DrainTimeout = 0
+	} else if opts.DrainTimeout == 0 {
+		opts.DrainTimeout = 60 * time.Second
+	}
+	if opts.LogFlushInterval <= 0 {
+		opts.LogFlushInterval = 500 * time.Millisecond
+	}
+	if opts.LogBatchBytes <= 0 {
+		opts.LogBatchBytes = 64 << 10
+	}
+	if opts.LogBufferBytes < opts.LogBatchBytes {
+		opts.LogBufferBytes = max(4<<20, opts.LogBatchBytes)
+	}
+	if opts.TimeoutGrace <= 0 {
+		opts.TimeoutGrace = 5 * time.Second
+	}
+	if opts.RunnerID == "" {
+		host, _ := os.Hostname()
+		opts.RunnerID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	adoptable := opts.Backend.Name() != "local" && opts.Backend.Name() != "noop"
+	if opts.Adoptable != nil {
+		adoptable = *opts.Adoptable
+	}
+	r := &Runner{opts: opts, cl: opts.Client, be: opts.Backend, metrics: newMetrics(), adoptable: adoptable,
+		log:      opts.Logger.With("component", "runner", "runner_id", opts.RunnerID, "backend", opts.Backend.Name()),
+		handBack: make(chan struct{}), freed: make(chan struct{}, 1)}
+	r.reportCtx, r.reportCancel = context.WithCancel(context.Background())
+	r.metrics.slots.Set(float64(opts.Slots))
+	return r, nil
+}
+
+// Run leases and runs tasks until ctx ends, then drains (see the package doc) and
+// returns once no task is held any more.
+func (r *Runner) Run(ctx context.Context) error {
+	r.mu.Lock()
+	r.started = true
+	r.mu.Unlock()
+	r.log.Info("runner started", "slots", r.opts.Slots, "lease_batch", r.opts.LeaseBatch, "adoptable", r.adoptable)
+	r.leaseLoop(ctx)
+
+	r.mu.Lock()
+	r.draining = true
+	busy := r.busy
+	r.mu.Unlock()
+	r.log.Info("draining: leasing stopped", "running_tasks", busy, "drain_timeout", r.opts.DrainTimeout.String())
+	done := make(chan struct{})
+	go func() { r.tasks.Wait(); close(done) }()
+	t := time.NewTimer(r.opts.DrainTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		r.log.Info("drained: every task finished")
+	case <-t.C:
+		r.mu.Lock()
+		left := r.busy
+		r.mu.Unlock()
+		how := "stopping them and ending them killed"
+		if r.adoptable {
+			how = "leaving them running for another runner to adopt"
+		}
+		r.log.Warn("drain timeout: handing tasks back", "tasks", left, "how", how)
+		close(r.handBack)
+		<-done
+	}
+	r.reportCancel()
+	return nil
+}
+
+func (r *Runner) leaseLoop(ctx context.Context) {
+	backoff := time.Duration(0)
+	for ctx.Err() == nil {
+		r.mu.Lock()
+		free := r.opts.Slots - r.busy
+		r.mu.Unlock()
+		if free <= 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-r.freed:
+			}
+			continue
+		}
+		leases, err := r.cl.Lease(ctx, client.LeaseRequest{RunnerID: r.opts.RunnerID,
+			MaxTasks: min(free, r.opts.LeaseBatch), Wait: r.opts.LeaseWait})
+		if ctx.Err() != nil {
+			// Leases granted to an aborted request are given back by the reaper.
+			for _, l := range leases {
+				r.log.Warn("lease granted while stopping; the API will take it back when it expires", "task_id", l.Task.ID)
+			}
+			return
+		}
+		if err != nil {
+			r.metrics.leaseRequests.WithLabelValues("error").Inc()
+			r.mu.Lock()
+			r.leaseFailures++
+			r.lastLeaseErr = err.Error()
+			failures := r.leaseFailures
+			r.mu.Unlock()
+			backoff = min(max(2*backoff, 250*time.Millisecond), 15*time.Second)
+			if failures == 1 || failures%20 == 0 || errors.Is(err, client.ErrUnauthorized) {
+				r.log.Error("lease request failed", "error", err.Error(), "failures", failures, "retry_in", backoff.String())
+			}
+			sleep(ctx, backoff)
+			continue
+		}
+		backoff = 0
+		r.mu.Lock()
+		if r.leaseFailures > 0 {
+			r.log.Info("lease requests work again", "after_failures", r.leaseFailures)
+		}
+		r.leaseFailures, r.lastLeaseErr = 0, ""
+		r.mu.Unlock()
+		if len(leases) == 0 {
+			r.metrics.leaseRequests.WithLabelValues("empty").Inc()
+			continue
+		}
+		r.metrics.leaseRequests.WithLabelValues("tasks").Inc()
+		for _, l := range leases {
+			r.mu.Lock()
+			r.busy++
+			r.metrics.slotsBusy.Set(float64(r.busy))
+			r.mu.Unlock()
+			r.tasks.Add(1)
+			go func() {
+				defer r.release()
+				(&taskRun{r: r, lease: l}).run()
+			}()
+		}
+	}
+}
+
+func (r *Runner) release() {
+	r.mu.Lock()
+	r.busy--
+	r.metrics.slotsBusy.Set(float64(r.busy))
+	r.mu.Unlock()
+	select {
+	case r.freed <- struct{}{}:
+	default:
+	}
+	r.tasks.Done()
+}
+
+// Busy is how many slots hold a task.
+func (r *Runner) Busy() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.busy
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// ownsRef tells whether ref was made by a backend of this kind.
+func (r *Runner) ownsRef(ref string) bool {
+	return strings.HasPrefix(ref, r.be.Name()+":")
+}

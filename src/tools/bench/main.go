@@ -1,0 +1,209 @@
+// bench measures iron-api + iron-runner end to end with the no-op backend (tasks complete
+// the moment they start, so what is measured is the queue, the runner protocol and the
+// runner): the throughput of draining a backlog of tasks, and the pickup latency (queue
+// → running) of single tasks on an idle queue. Run it through scripts/bench, which
+// starts a throwaway PostgreSQL cluster.
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"runtime"
+	"sort"
+	"time"
+
+	"github.com/ironcf/ironworker-release/src/backend/noop"
+	"github.com/ironcf/ironworker-release/src/client"
+	"github.com/ironcf/ironworker-release/src/config"
+	"github.com/ironcf/ironworker-release/src/internal/testsupport"
+	"github.com/ironcf/ironworker-release/src/runner"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	tasks := flag.Int("tasks", 2000, "tasks in the backlog for the throughput run")
+	slots := flag.Int("slots", 32, "runner slots")
+	batch := flag.Int("lease-batch", 32, "tasks per lease request")
+	runners := flag.Int("runners", 1, "runners (each with -slots slots)")
+	samples := flag.Int("samples", 200, "single tasks for the pickup latency")
+	flag.Parse()
+
+	a, err := testsupport.StartAPI(config.Limits{})
+	if err != nil {
+		return err
+	}
+	defer a.Stop()
+	db, err := a.DB.SQL()
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := uploadImageCode(a, "noop"); err != nil {
+		return err
+	}
+	fmt.Printf("bench: iron-api (in-process, HTTP on loopback) + %d runner(s) × %d slots, no-op backend; GOMAXPROCS=%d, %d CPUs\n",
+		*runners, *slots, runtime.GOMAXPROCS(0), runtime.NumCPU())
+
+	// Throughput: queue a backlog, then let the runners drain it.
+	queued := time.Now()
+	for done := 0; done < *tasks; {
+		n := min(100, *tasks-done)
+		if err := queue(a, n); err != nil {
+			return err
+		}
+		done += n
+	}
+	fmt.Printf("queued %d tasks in %s (%.0f tasks/s through POST /tasks, 100 per request)\n",
+		*tasks, time.Since(queued).Round(time.Millisecond), float64(*tasks)/time.Since(queued).Seconds())
+	stop := startRunners(a, *runners, *slots, *batch)
+	start := time.Now()
+	if err := waitComplete(db, *tasks, 10*time.Minute); err != nil {
+		stop()
+		return err
+	}
+	took := time.Since(start)
+	fmt.Printf("throughput: %d no-op tasks leased, run and completed in %s = %.0f tasks/s\n",
+		*tasks, took.Round(time.Millisecond), float64(*tasks)/took.Seconds())
+
+	// Pickup latency: one task at a time on an idle queue (the runners are long-polling).
+	time.Sleep(500 * time.Millisecond)
+	var lat []time.Duration
+	for i := 0; i < *samples; i++ {
+		id, err := queueOne(a)
+		if err != nil {
+			stop()
+			return err
+		}
+		d, err := waitStarted(db, id, 30*time.Second)
+		if err != nil {
+			stop()
+			return err
+		}
+		lat = append(lat, d)
+		time.Sleep(20 * time.Millisecond)
+	}
+	stop()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	fmt.Printf("pickup latency (created_at → start_time, idle queue, %d samples): p50 %s, p99 %s, max %s\n",
+		len(lat), pct(0.50).Round(100*time.Microsecond), pct(0.99).Round(100*time.Microsecond), lat[len(lat)-1].Round(100*time.Microsecond))
+	return nil
+}
+
+func startRunners(a *testsupport.API, n, slots, batch int) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, n)
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	for i := 0; i < n; i++ {
+		cl, err := client.NewRunnerClient(a.Server.URL, a.RunnerName, a.RunnerSecret, client.RunnerOptions{})
+		if err != nil {
+			panic(err)
+		}
+		r, err := runner.New(runner.Options{Client: cl, Backend: noop.New(), RunnerID: fmt.Sprintf("bench-%d", i),
+			Slots: slots, LeaseBatch: batch, LeaseWait: 20 * time.Second, Logger: log})
+		if err != nil {
+			panic(err)
+		}
+		go func() { r.Run(ctx); done <- struct{}{} }()
+	}
+	return func() {
+		cancel()
+		for i := 0; i < n; i++ {
+			<-done
+		}
+	}
+}
+
+func uploadImageCode(a *testsupport.API, name string) error {
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	raw, _ := json.Marshal(map[string]any{"name": name, "image": "iron/noop"})
+	mw.WriteField("data", string(raw))
+	mw.Close()
+	resp := a.DoAs(a.Token, http.MethodPost, a.Project()+"/codes", body.Bytes(), http.Header{"Content-Type": {mw.FormDataContentType()}})
+	if resp.Status != http.StatusOK {
+		return fmt.Errorf("upload code: HTTP %d: %s", resp.Status, resp.Body)
+	}
+	return nil
+}
+
+func queue(a *testsupport.API, n int) error {
+	tasks := make([]map[string]any, n)
+	for i := range tasks {
+		tasks[i] = map[string]any{"code_name": "noop", "payload": "{}"}
+	}
+	resp := a.Do(http.MethodPost, a.Project()+"/tasks", map[string]any{"tasks": tasks})
+	if resp.Status != http.StatusOK {
+		return fmt.Errorf("queue: HTTP %d: %s", resp.Status, resp.Body)
+	}
+	return nil
+}
+
+func queueOne(a *testsupport.API) (string, error) {
+	resp := a.Do(http.MethodPost, a.Project()+"/tasks", map[string]any{"tasks": []map[string]any{{"code_name": "noop"}}})
+	if resp.Status != http.StatusOK {
+		return "", fmt.Errorf("queue: HTTP %d: %s", resp.Status, resp.Body)
+	}
+	var out struct {
+		Tasks []struct {
+			ID string `json:"id"`
+		} `json:"tasks"`
+	}
+	if err := json.Unmarshal(resp.Body, &out); err != nil || len(out.Tasks) != 1 {
+		return "", fmt.Errorf("queue: unexpected answer %s", resp.Body)
+	}
+	return out.Tasks[0].ID, nil
+}
+
+func waitComplete(db *sql.DB, n int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		var done, other int
+		if err := db.QueryRow(`SELECT count(*) FILTER (WHERE status = 'complete'),
+			count(*) FILTER (WHERE status NOT IN ('complete', 'queued', 'preparing', 'running')) FROM tasks`).Scan(&done, &other); err != nil {
+			return err
+		}
+		if other > 0 {
+			return fmt.Errorf("%d tasks ended otherwise than complete", other)
+		}
+		if done >= n {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return errors.New("tasks did not complete in time")
+}
+
+// waitStarted waits for the task to end and answers created_at → start_time, both as
+// the database recorded them.
+func waitStarted(db *sql.DB, id string, limit time.Duration) (time.Duration, error) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		var status string
+		var ms sql.NullFloat64
+		if err := db.QueryRow(`SELECT status, extract(epoch FROM start_time - created_at) * 1000 FROM tasks WHERE id = $1`, id).
+			Scan(&status, &ms); err != nil {
+			return 0, err
+		}
+		if status == "complete" && ms.Valid {
+			return time.Duration(ms.Float64 * float64(time.Millisecond)), nil
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("task %s did not complete in time", id)
+}
