@@ -10,11 +10,14 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/ironcf/ironworker-release/src/config"
+	"github.com/ironcf/ironworker-release/src/internal/testsupport"
 	"github.com/ironcf/ironworker-release/src/store"
 )
 
 // quotaProject is a broker-made project (a service instance on a plan with limits).
 type quotaProject struct {
+	api             *testsupport.API
 	id, token, code string
 }
 
@@ -27,32 +30,40 @@ func smallPlanQuotas() store.Quotas {
 }
 
 func newQuotaProject(q store.Quotas) quotaProject {
+	GinkgoHelper()
+	return newQuotaProjectOn(iron, q)
+}
+
+// newQuotaProjectOn makes the project on api (the suite's iron, or a spec's own API
+// on its own database).
+func newQuotaProjectOn(api *testsupport.API, q store.Quotas) quotaProject {
+	GinkgoHelper()
 	ctx := context.Background()
-	in, created, err := iron.Store.ProvisionInstance(ctx, store.NewInstance{ID: "inst-" + store.NewID(), ServiceID: "svc",
+	in, created, err := api.Store.ProvisionInstance(ctx, store.NewInstance{ID: "inst-" + store.NewID(), ServiceID: "svc",
 		PlanID: q.PlanID, OrganizationGUID: "org", SpaceGUID: "space", ProjectName: "quota spec", Quotas: q})
-	ExpectWithOffset(1, err).NotTo(HaveOccurred())
-	ExpectWithOffset(1, created).To(BeTrue())
-	token, err := iron.Store.CreateToken(ctx, in.ProjectID, "quota spec")
-	ExpectWithOffset(1, err).NotTo(HaveOccurred())
-	p := quotaProject{id: in.ProjectID, token: token, code: "quota-code"}
-	_, err = iron.Store.SaveCode(ctx, p.id, store.CodeUpload{Settings: store.CodeSettings{Name: p.code, Image: "img"}})
-	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	Expect(err).NotTo(HaveOccurred())
+	Expect(created).To(BeTrue())
+	token, err := api.Store.CreateToken(ctx, in.ProjectID, "quota spec")
+	Expect(err).NotTo(HaveOccurred())
+	p := quotaProject{api: api, id: in.ProjectID, token: token, code: "quota-code"}
+	_, err = api.Store.SaveCode(ctx, p.id, store.CodeUpload{Settings: store.CodeSettings{Name: p.code, Image: "img"}})
+	Expect(err).NotTo(HaveOccurred())
 	return p
 }
 
 func (p quotaProject) do(method, path string, body any) (int, string) {
-	r := iron.DoAs(p.token, method, "/2/projects/"+p.id+path, body, nil)
+	r := p.api.DoAs(p.token, method, "/2/projects/"+p.id+path, body, nil)
 	return r.Status, strings.TrimSpace(string(r.Body))
 }
 
 func (p quotaProject) task(id string) store.Task {
-	t, err := iron.Store.GetTask(context.Background(), p.id, id)
+	t, err := p.api.Store.GetTask(context.Background(), p.id, id)
 	ExpectWithOffset(1, err).NotTo(HaveOccurred())
 	return t
 }
 
 func (p quotaProject) queue(task map[string]any) string {
-	r := iron.DoAs(p.token, "POST", "/2/projects/"+p.id+"/tasks", map[string]any{"tasks": []any{task}}, nil)
+	r := p.api.DoAs(p.token, "POST", "/2/projects/"+p.id+"/tasks", map[string]any{"tasks": []any{task}}, nil)
 	ExpectWithOffset(1, r.Status).To(Equal(http.StatusOK), string(r.Body))
 	return r.JSON()["tasks"].([]any)[0].(map[string]any)["id"].(string)
 }
@@ -205,20 +216,36 @@ var _ = Describe("Plan quotas", func() {
 			Expect(q.MaxConcurrency).To(HaveValue(Equal(1)))
 		})
 
-		// Pending until the lease query (issue 3, store.LeaseTasks) counts a project's
-		// preparing/running tasks against projects.max_concurrency.
-		PIt("never leases more of the project's tasks than the plan's max_concurrency", func() {
-			p.queue(map[string]any{"code_name": p.code})
-			p.queue(map[string]any{"code_name": p.code})
-			leased, err := iron.Store.LeaseTasks(context.Background(), store.LeaseRequest{RunnerID: "quota-runner", MaxTasks: 10, Duration: time.Minute})
+		It("never leases more of the project's tasks than the plan's max_concurrency", func() {
+			// Its own API on its own database: no other spec's queued task is leased
+			// here, nor one of this project's left to them.
+			own, err := testsupport.StartAPI(config.Limits{})
 			Expect(err).NotTo(HaveOccurred())
-			mine := 0
-			for _, l := range leased {
-				if l.Task.ProjectID == p.id {
-					mine++
-				}
+			DeferCleanup(own.Stop)
+			q := smallPlanQuotas()
+			q.MaxQueuedTasks = nil
+			p := newQuotaProjectOn(own, q)
+			_, err = own.Store.SaveCode(context.Background(), p.id, store.CodeUpload{Settings: store.CodeSettings{Name: "second", Image: "img"}})
+			Expect(err).NotTo(HaveOccurred())
+			first := p.queue(map[string]any{"code_name": p.code})
+			p.queue(map[string]any{"code_name": p.code})
+			p.queue(map[string]any{"code_name": "second"})
+
+			lease := func() []store.LeasedTask {
+				leased, err := own.Store.LeaseTasks(context.Background(), store.LeaseRequest{RunnerID: "quota-runner", MaxTasks: 10, Duration: time.Minute})
+				Expect(err).NotTo(HaveOccurred())
+				return leased
 			}
-			Expect(mine).To(Equal(1))
+			leased := lease()
+			Expect(leased).To(HaveLen(1))
+			Expect(leased[0].Task.ID).To(Equal(first))
+			Expect(lease()).To(BeEmpty(), "the plan's one slot is taken, by any of the project's codes")
+
+			// Finishing the running task frees the slot for the next one.
+			_, err = own.Store.CompleteTask(context.Background(), first, leased[0].LeaseID, store.Completion{Status: "complete"})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(lease()).To(HaveLen(1))
+			Expect(lease()).To(BeEmpty())
 		})
 	})
 

@@ -10,12 +10,13 @@ import (
 	"time"
 
 	"github.com/ironcf/ironworker-release/src/config"
+	"github.com/ironcf/ironworker-release/src/leader"
 	"github.com/ironcf/ironworker-release/src/store"
 )
 
 // Store is what Run needs of the store.
 type Store interface {
-	AcquireReaperLeadership(ctx context.Context) (*store.ReaperLeadership, bool, error)
+	AcquireReaperLeadership(ctx context.Context) (*store.Leadership, bool, error)
 	ReapExpiredLeases(ctx context.Context, opts store.ReapOptions) ([]store.ReapEvent, error)
 }
 
@@ -39,59 +40,9 @@ func Run(ctx context.Context, st Store, cfg config.RunnerAPI, log *slog.Logger) 
 		opts.StaleAfter = 4 * d
 	}
 
-	var lead *store.ReaperLeadership
-	defer func() { lead.Release() }()
-	failing := false
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
-	for {
-		if ctx.Err() != nil {
-			return nil
-		}
-		if lead != nil {
-			if err := lead.Check(ctx); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				log.Warn("reaper leadership lost; will try to lead again", "error", err.Error())
-				lead.Release()
-				lead = nil
-			}
-		}
-		if lead == nil {
-			l, ok, err := st.AcquireReaperLeadership(ctx)
-			switch {
-			case err != nil && ctx.Err() == nil:
-				if !failing {
-					log.Warn("reaper cannot reach the database", "error", err.Error())
-				}
-				failing = true
-			case ok:
-				lead = l
-				log.Info("became reaper leader")
-			}
-		}
-		if lead != nil {
-			err := ReapOnce(ctx, st, opts, log)
-			switch {
-			case err != nil && ctx.Err() == nil:
-				if !failing {
-					log.Warn("reaping expired leases failed", "error", err.Error())
-				}
-				failing = true
-			case err == nil:
-				if failing {
-					log.Info("reaper recovered")
-				}
-				failing = false
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-ticker.C:
-		}
-	}
+	return leader.Run(ctx, leader.Config{Name: "reaper", Interval: interval, WorkFailed: "reaping expired leases failed", Log: log},
+		st.AcquireReaperLeadership,
+		func(ctx context.Context) error { return ReapOnce(ctx, st, opts, log) })
 }
 
 // ReapOnce reaps until no expired lease is left (batch by batch), logging each task.

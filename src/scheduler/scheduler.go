@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ironcf/ironworker-release/src/config"
+	"github.com/ironcf/ironworker-release/src/leader"
 	"github.com/ironcf/ironworker-release/src/store"
 )
 
@@ -42,60 +43,13 @@ func run(ctx context.Context, st firer, cfg config.Scheduler, log *slog.Logger, 
 		batch = 500
 	}
 
-	var lead *store.Leadership
-	defer func() { lead.Release() }()
-	failing := false // log a run of identical failures once, then its end
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
-	for {
-		if ctx.Err() != nil {
-			return nil
-		}
-		if lead != nil {
-			if err := lead.Check(ctx); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				log.Warn("scheduler leadership lost; will try to lead again", "error", err.Error())
-				lead.Release()
-				lead = nil
-			}
-		}
-		if lead == nil {
-			l, ok, err := st.AcquireSchedulerLeadership(ctx)
-			switch {
-			case err != nil && ctx.Err() == nil:
-				if !failing {
-					log.Warn("scheduler cannot reach the database", "error", err.Error())
-				}
-				failing = true
-			case ok:
-				lead = l
-				log.Info("became scheduler leader")
-			}
-		}
-		if lead != nil {
+	return leader.Run(ctx, leader.Config{Name: "scheduler", Interval: interval, WorkFailed: "firing due schedules failed", Log: log},
+		st.AcquireSchedulerLeadership,
+		func(ctx context.Context) error {
 			events, err := st.FireDueSchedules(ctx, now(), batch)
 			logEvents(log, events)
-			switch {
-			case err != nil && ctx.Err() == nil:
-				if !failing {
-					log.Warn("firing due schedules failed", "error", err.Error())
-				}
-				failing = true
-			case err == nil:
-				if failing {
-					log.Info("scheduler recovered")
-				}
-				failing = false
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-ticker.C:
-		}
-	}
+			return err
+		})
 }
 
 // logEvents logs each fire at debug and each problem at warn; payloads never.

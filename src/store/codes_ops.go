@@ -167,6 +167,8 @@ func (s *Store) CancelCodeTasks(ctx context.Context, projectID, codeID string) (
 	return cancelled, err
 }
 
+// cancelCodeTasks cancels the code's tasks in statuses and, when it cancelled any,
+// notifies the queue in the same transaction.
 func cancelCodeTasks(ctx context.Context, tx *sql.Tx, projectID, codeID string, statuses []string) (int64, error) {
 	res, err := tx.ExecContext(ctx, `UPDATE tasks SET status = 'cancelled', end_time = now(), updated_at = now()
 		WHERE project_id = $1 AND code_id = $2 AND status = ANY($3::text[])`, projectID, codeID, pq.Array(statuses))
@@ -176,6 +178,12 @@ func cancelCodeTasks(ctx context.Context, tx *sql.Tx, projectID, codeID string, 
 	n, err := res.RowsAffected()
 	if err != nil {
 		return 0, fmt.Errorf("cancel tasks: %w", err)
+	}
+	if n > 0 {
+		// A cancelled task may free a max_concurrency slot (of its code or project).
+		if err := notifyQueued(ctx, tx); err != nil {
+			return 0, err
+		}
 	}
 	return n, nil
 }

@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/lib/pq"
+
+	"github.com/ironcf/ironworker-release/src/secrets"
 )
 
 // The runner protocol's SQL: leasing queued tasks, heartbeats, progress and log appends
@@ -76,11 +79,50 @@ type LeasedTask struct {
 // leaseLockKey serialises the max_concurrency check of one code across concurrent leases.
 func leaseLockKey(codeID string) string { return "lease/code/" + codeID }
 
+// projectLeaseLockKey serialises the max_concurrency check of one project (its plan
+// quota, projects.max_concurrency) across concurrent leases.
+func projectLeaseLockKey(projectID string) string { return "lease/project/" + projectID }
+
 // activeCount counts the tasks of code $1 that run (or may run) on a backend: held by a
 // runner, or queued for adoption with a backend ref. Two index-backed counts, so that
 // the code's (possibly long) queue is not read.
 const activeCount = `SELECT (SELECT count(*) FROM tasks WHERE code_id = $1 AND status IN ('preparing','running'))
 	+ (SELECT count(*) FROM tasks WHERE code_id = $1 AND status = 'queued' AND backend_ref IS NOT NULL)`
+
+// activeProjectCount is activeCount for the tasks of project $1.
+const activeProjectCount = `SELECT (SELECT count(*) FROM tasks WHERE project_id = $1 AND status IN ('preparing','running'))
+	+ (SELECT count(*) FROM tasks WHERE project_id = $1 AND status = 'queued' AND backend_ref IS NOT NULL)`
+
+// blockedProjects lists the projects at their max_concurrency (a broker plan's quota),
+// counting their active tasks as activeProjectCount does; like blockedCodes it reads
+// the active tasks only, never the queue.
+const blockedProjects = `SELECT a.project_id FROM (
+		SELECT project_id FROM tasks WHERE status IN ('preparing','running')
+		UNION ALL
+		SELECT project_id FROM tasks WHERE status = 'queued' AND backend_ref IS NOT NULL
+	) a
+	JOIN projects p ON p.id = a.project_id
+	WHERE p.max_concurrency IS NOT NULL
+	GROUP BY a.project_id, p.max_concurrency
+	HAVING count(*) >= p.max_concurrency`
+
+// queryIDs runs a query of one text column and returns its values.
+func queryIDs(ctx context.Context, tx *sql.Tx, query string, args ...any) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}
 
 // blockedCodes lists the codes whose new tasks cannot start now: paused, or at their
 // max_concurrency. It reads the paused codes and the active tasks (bounded by what the
@@ -100,17 +142,27 @@ const blockedCodes = `SELECT id FROM codes WHERE paused AND deleted_at IS NULL
 
 // LeaseTasks leases up to req.MaxTasks queued tasks in one transaction: highest priority
 // first, then oldest run_at, skipping tasks whose run_at (delay) is in the future, codes
-// that are paused and codes at their max_concurrency (of the code's latest revision,
-// counting its preparing and running tasks). Rows are taken with FOR UPDATE SKIP LOCKED
-// and the max_concurrency check runs under a per-code transaction lock, so concurrent
-// leases never exceed it (see leaseRound). A task queued for adoption (an adoptable
-// backend ref) is leased regardless of pause and max_concurrency: it already runs.
+// that are paused, codes at their max_concurrency (of the code's latest revision,
+// counting its preparing and running tasks and those queued for adoption) and projects
+// at theirs (projects.max_concurrency, a broker plan's quota, counted the same way over
+// all the project's codes). Rows are taken with FOR UPDATE SKIP LOCKED and the
+// max_concurrency checks run under per-code and per-project transaction locks, so
+// concurrent leases never exceed either (see leaseRound). A task queued for adoption
+// (an adoptable backend ref) is leased regardless of pause and max_concurrency: it
+// already runs.
 //
 // A leased task becomes 'preparing' ('running' when it is adopted after having
 // started). Cancelled tasks that may still run under an adoptable backend ref and that
 // no runner holds (cancelled while queued for adoption, or their holder was lost) come
 // first, as Cancel leases, so that nothing cancelled keeps running. An empty result is
 // not an error.
+//
+// A task that would start but whose code revision's config or env_vars cannot be
+// decrypted (sealed with a key that is no longer configured) is not handed out: it ends
+// 'error' at once, with a msg naming the key (never a secret) and without a retry (it
+// would fail alike), and the lease goes on with other tasks. Adopt and Cancel leases of
+// such a revision are handed out without config and env_vars, which only starting a
+// task needs.
 func (s *Store) LeaseTasks(ctx context.Context, req LeaseRequest) ([]LeasedTask, error) {
 	if req.MaxTasks < 1 {
 		req.MaxTasks = 1
@@ -119,13 +171,40 @@ func (s *Store) LeaseTasks(ctx context.Context, req LeaseRequest) ([]LeasedTask,
 		req.Duration = 30 * time.Second
 	}
 	var out []LeasedTask
+	// A round that ended undecryptable tasks may have left room for others: lease again
+	// (a bounded number of times) for what is still wanted.
+	for attempt := 0; attempt < 3 && len(out) < req.MaxTasks; attempt++ {
+		r := req
+		r.MaxTasks = req.MaxTasks - len(out)
+		got, failed, err := s.leaseOnce(ctx, r)
+		if err != nil {
+			if len(out) > 0 {
+				break // hand out what is leased; the next call reports the problem
+			}
+			return nil, err
+		}
+		out = append(out, got...)
+		if failed == 0 {
+			break
+		}
+	}
+	return out, nil
+}
+
+// leaseOnce is one LeaseTasks transaction; failed counts the tasks it ended because
+// their revision's secrets cannot be decrypted.
+func (s *Store) leaseOnce(ctx context.Context, req LeaseRequest) ([]LeasedTask, int, error) {
+	var out []LeasedTask
+	var failed []Task // ended: their revision's secrets cannot be decrypted
+	var failedMsgs map[string]string
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		out = nil
+		out, failed, failedMsgs = nil, nil, map[string]string{}
 		var ids []string
 		leaseIDs := map[string]string{}
-		room := map[string]int64{} // per capped code locked so far: slots left
-		excluded := []string{}     // codes paused, full (or busy in another lease) this time
-		skip := []string{}         // taken here or by another lease; never nil (an SQL array)
+		room := map[string]int64{}     // per capped code or project locked so far (by lock key): slots left
+		excluded := []string{}         // codes paused, full (or busy in another lease) this time
+		excludedProjects := []string{} // projects full (or busy in another lease) this time
+		skip := []string{}             // taken here or by another lease; never nil (an SQL array)
 		// First, cancelled tasks that may still run on their backend and that nobody
 		// holds: the runner adopts them only to stop them (Cancel).
 		rows, err := tx.QueryContext(ctx, `SELECT id FROM tasks
@@ -147,34 +226,28 @@ func (s *Store) LeaseTasks(ctx context.Context, req LeaseRequest) ([]LeasedTask,
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("select cancelled tasks to stop: %w", err)
 		}
-		blocked, err := tx.QueryContext(ctx, blockedCodes)
+		blocked, err := queryIDs(ctx, tx, blockedCodes)
 		if err != nil {
 			return fmt.Errorf("find paused and full codes: %w", err)
 		}
-		for blocked.Next() {
-			var id string
-			if err := blocked.Scan(&id); err != nil {
-				blocked.Close()
-				return fmt.Errorf("find paused and full codes: %w", err)
-			}
-			excluded = append(excluded, id)
+		excluded = append(excluded, blocked...)
+		if blocked, err = queryIDs(ctx, tx, blockedProjects); err != nil {
+			return fmt.Errorf("find full projects: %w", err)
 		}
-		blocked.Close()
-		if err := blocked.Err(); err != nil {
-			return fmt.Errorf("find paused and full codes: %w", err)
-		}
+		excludedProjects = append(excludedProjects, blocked...)
 		for round := 0; round < maxLeaseRounds && len(ids) < req.MaxTasks; round++ {
-			batch, elsewhere, full, more, err := leaseRound(ctx, tx, req.MaxTasks-len(ids), skip, excluded, room, round == 0)
+			r, err := leaseRound(ctx, tx, req.MaxTasks-len(ids), skip, excluded, excludedProjects, room, round == 0)
 			if err != nil {
 				return err
 			}
-			for _, id := range batch {
+			for _, id := range r.admitted {
 				ids = append(ids, id)
 				leaseIDs[id] = NewID()
 			}
-			skip = append(append(skip, batch...), elsewhere...)
-			excluded = append(excluded, full...)
-			if len(full) == 0 && len(elsewhere) == 0 && !more {
+			skip = append(append(skip, r.admitted...), r.lockedElsewhere...)
+			excluded = append(excluded, r.fullCodes...)
+			excludedProjects = append(excludedProjects, r.fullProjects...)
+			if len(r.fullCodes) == 0 && len(r.fullProjects) == 0 && len(r.lockedElsewhere) == 0 && !r.more {
 				break // nothing was held back and the scan saw the whole eligible queue
 			}
 		}
@@ -225,35 +298,56 @@ func (s *Store) LeaseTasks(ctx context.Context, req LeaseRequest) ([]LeasedTask,
 		if err != nil {
 			return err
 		}
-		revs, err := s.revisionsByID(ctx, tx, tasks)
+		revs, sealedOff, err := s.revisionsByID(ctx, tx, tasks)
 		if err != nil {
 			return err
 		}
 		for _, id := range ids {
 			t := tasks[id]
 			li := info[id]
-			rev := revs[t.CodeRevisionID]
-			rev.Name, rev.Settings.Name = t.CodeName, t.CodeName
-			out = append(out, LeasedTask{
-				LeaseID: leaseIDs[id], ExpiresAt: li.expires.UTC(), Task: t, Revision: rev,
+			lt := LeasedTask{
+				LeaseID: leaseIDs[id], ExpiresAt: li.expires.UTC(), Task: t, Revision: revs[t.CodeRevisionID],
 				BackendRef: li.ref, Adopt: li.ref != "", Cancel: li.status == "cancelled", Attempt: li.attempt,
-			})
+			}
+			if msg, bad := sealedOff[t.CodeRevisionID]; bad && !lt.Adopt && !lt.Cancel {
+				failedMsgs[id] = msg
+				continue
+			}
+			lt.Revision.Name, lt.Revision.Settings.Name = t.CodeName, t.CodeName
+			out = append(out, lt)
 		}
-		return nil
+		if len(failedMsgs) == 0 {
+			return nil
+		}
+		for id, msg := range failedMsgs {
+			t := tasks[id]
+			if _, err := tx.ExecContext(ctx, `UPDATE tasks SET status = 'error', msg = $2, start_time = coalesce(start_time, now()),
+					end_time = now(), lease_expires_at = NULL, updated_at = now()
+				WHERE id = $1`, id, msg); err != nil {
+				return fmt.Errorf("end task %s with undecryptable secrets: %w", id, err)
+			}
+			failed = append(failed, t)
+		}
+		return notifyQueued(ctx, tx) // the slots they took are free again
 	})
 	if err != nil {
-		return nil, fmt.Errorf("lease tasks: %w", err)
+		return nil, 0, fmt.Errorf("lease tasks: %w", err)
 	}
-	return out, nil
+	for _, t := range failed {
+		s.log.Error("task ended: its code revision's secrets cannot be decrypted", "task_id", t.ID,
+			"project_id", t.ProjectID, "code_name", t.CodeName, "code_revision_id", t.CodeRevisionID, "msg", failedMsgs[t.ID])
+	}
+	return out, len(failed), nil
 }
 
 // candidate is a queued task a lease may take.
 type candidate struct {
-	id, codeID string
-	adopt      bool
-	priority   int
-	runAt      time.Time
-	maxConc    sql.NullInt64
+	id, codeID, projectID string
+	adopt                 bool
+	priority              int
+	runAt                 time.Time
+	maxConc               sql.NullInt64 // the code's
+	projectMaxConc        sql.NullInt64 // the project's (plan quota)
 }
 
 // queueScanRows bounds how many rows per priority the fast path of queueCandidates reads
@@ -261,39 +355,40 @@ type candidate struct {
 const queueScanRows = 500
 
 // queueCandidates returns up to limit due queued tasks, highest priority then oldest
-// first, except those in skip and those of excluded codes (unless queued for adoption),
-// each with its code's max_concurrency.
+// first, except those in skip and those of excluded codes or excluded projects (unless
+// queued for adoption), each with its code's and its project's max_concurrency.
 //
 // The fast path reads one index range per priority (tasks_queue: priority, run_at), so
 // tasks delayed into the future are never walked over, and filters at most
 // queueScanRows rows of each. When a priority's range is saturated with tasks of
-// excluded codes (a paused code's or a full code's backlog) before enough eligible ones
-// are found, it falls back to the head of each live code's queue (tasks_code_queue),
-// which costs a few index probes per code instead of a walk through the backlog.
-func queueCandidates(ctx context.Context, tx *sql.Tx, limit int, excluded, skip []string) ([]candidate, error) {
-	const branch = `b%d AS (SELECT t.id, t.code_id, t.backend_ref IS NOT NULL AS adopt, t.priority, t.run_at FROM tasks t
+// excluded codes or projects (a paused code's, a full code's or a full project's
+// backlog) before enough eligible ones are found, it falls back to the head of each live
+// code's queue (tasks_code_queue), which costs a few index probes per code instead of a
+// walk through the backlog.
+func queueCandidates(ctx context.Context, tx *sql.Tx, limit int, excluded, excludedProjects, skip []string) ([]candidate, error) {
+	const branch = `b%d AS (SELECT t.id, t.code_id, t.backend_ref IS NOT NULL AS adopt, t.priority, t.run_at, t.project_id FROM tasks t
 		WHERE t.status = 'queued' AND t.priority = %d AND t.run_at <= now() AND NOT (t.id = ANY($2::text[]))
 		ORDER BY t.run_at, t.id LIMIT $3)`
-	const sentinel = `SELECT NULL::text, NULL::text, false, %d, NULL::timestamptz, true WHERE (SELECT count(*) FROM b%d) = $3`
+	const sentinel = `SELECT NULL::text, NULL::text, false, %d, NULL::timestamptz, NULL::text, true WHERE (SELECT count(*) FROM b%d) = $3`
 	fast := `WITH ` + fmt.Sprintf(branch, 2, 2) + `, ` + fmt.Sprintf(branch, 1, 1) + `, ` + fmt.Sprintf(branch, 0, 0) + `
-		SELECT u.id, u.code_id, u.adopt, u.priority, u.run_at, false
+		SELECT u.id, u.code_id, u.adopt, u.priority, u.run_at, u.project_id, false
 		FROM (SELECT * FROM b2 UNION ALL SELECT * FROM b1 UNION ALL SELECT * FROM b0) u
-		WHERE u.adopt OR NOT (u.code_id = ANY($1::text[]))
+		WHERE u.adopt OR NOT (u.code_id = ANY($1::text[]) OR u.project_id = ANY($4::text[]))
 		UNION ALL ` + fmt.Sprintf(sentinel, 2, 2) + `
 		UNION ALL ` + fmt.Sprintf(sentinel, 1, 1) + `
 		UNION ALL ` + fmt.Sprintf(sentinel, 0, 0)
-	rows, err := tx.QueryContext(ctx, fast, pq.Array(excluded), pq.Array(skip), max(queueScanRows, 2*limit))
+	rows, err := tx.QueryContext(ctx, fast, pq.Array(excluded), pq.Array(skip), max(queueScanRows, 2*limit), pq.Array(excludedProjects))
 	if err != nil {
 		return nil, fmt.Errorf("select queued tasks: %w", err)
 	}
 	byPrio := map[int][]candidate{}
 	saturated := map[int]bool{}
 	for rows.Next() {
-		var id, codeID sql.NullString
+		var id, codeID, projectID sql.NullString
 		var runAt sql.NullTime
 		var c candidate
 		var sentinelRow bool
-		if err := rows.Scan(&id, &codeID, &c.adopt, &c.priority, &runAt, &sentinelRow); err != nil {
+		if err := rows.Scan(&id, &codeID, &c.adopt, &c.priority, &runAt, &projectID, &sentinelRow); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("select queued tasks: %w", err)
 		}
@@ -301,7 +396,7 @@ func queueCandidates(ctx context.Context, tx *sql.Tx, limit int, excluded, skip 
 			saturated[c.priority] = true
 			continue
 		}
-		c.id, c.codeID, c.runAt = id.String, codeID.String, runAt.Time
+		c.id, c.codeID, c.projectID, c.runAt = id.String, codeID.String, projectID.String, runAt.Time
 		byPrio[c.priority] = append(byPrio[c.priority], c)
 	}
 	rows.Close()
@@ -321,7 +416,7 @@ func queueCandidates(ctx context.Context, tx *sql.Tx, limit int, excluded, skip 
 		}
 	}
 	if !complete {
-		if cands, err = queueHeads(ctx, tx, limit, excluded, skip); err != nil {
+		if cands, err = queueHeads(ctx, tx, limit, excluded, excludedProjects, skip); err != nil {
 			return nil, err
 		}
 	}
@@ -329,20 +424,21 @@ func queueCandidates(ctx context.Context, tx *sql.Tx, limit int, excluded, skip 
 }
 
 // queueHeads is queueCandidates' fallback: the first due tasks of each live code that is
-// not excluded, merged, plus the tasks of excluded codes queued for adoption.
-func queueHeads(ctx context.Context, tx *sql.Tx, limit int, excluded, skip []string) ([]candidate, error) {
-	const head = `(SELECT t.id, t.code_id, t.backend_ref IS NOT NULL AS adopt, t.priority, t.run_at FROM tasks t
+// not excluded (nor of an excluded project), merged, plus the tasks of excluded codes and
+// projects queued for adoption.
+func queueHeads(ctx context.Context, tx *sql.Tx, limit int, excluded, excludedProjects, skip []string) ([]candidate, error) {
+	const head = `(SELECT t.id, t.code_id, t.backend_ref IS NOT NULL AS adopt, t.priority, t.run_at, t.project_id FROM tasks t
 		WHERE t.code_id = c.id AND t.status = 'queued' AND t.priority = %d AND t.run_at <= now() AND NOT (t.id = ANY($3::text[]))
 		ORDER BY t.run_at, t.id LIMIT $1)`
-	rows, err := tx.QueryContext(ctx, `SELECT h.id, h.code_id, h.adopt, h.priority, h.run_at
+	rows, err := tx.QueryContext(ctx, `SELECT h.id, h.code_id, h.adopt, h.priority, h.run_at, h.project_id
 		FROM codes c CROSS JOIN LATERAL (`+fmt.Sprintf(head, 2)+` UNION ALL `+fmt.Sprintf(head, 1)+` UNION ALL `+fmt.Sprintf(head, 0)+`) h
-		WHERE c.deleted_at IS NULL AND NOT (c.id = ANY($2::text[]))
+		WHERE c.deleted_at IS NULL AND NOT (c.id = ANY($2::text[])) AND NOT (c.project_id = ANY($4::text[]))
 		UNION ALL
-		SELECT t.id, t.code_id, true, t.priority, t.run_at FROM tasks t
+		SELECT t.id, t.code_id, true, t.priority, t.run_at, t.project_id FROM tasks t
 		WHERE t.status = 'queued' AND t.backend_ref IS NOT NULL AND t.run_at <= now()
-		  AND t.code_id = ANY($2::text[]) AND NOT (t.id = ANY($3::text[]))
+		  AND (t.code_id = ANY($2::text[]) OR t.project_id = ANY($4::text[])) AND NOT (t.id = ANY($3::text[]))
 		ORDER BY 4 DESC, 5, 1
-		LIMIT $1`, limit, pq.Array(excluded), pq.Array(skip))
+		LIMIT $1`, limit, pq.Array(excluded), pq.Array(skip), pq.Array(excludedProjects))
 	if err != nil {
 		return nil, fmt.Errorf("select queue heads: %w", err)
 	}
@@ -350,7 +446,7 @@ func queueHeads(ctx context.Context, tx *sql.Tx, limit int, excluded, skip []str
 	var cands []candidate
 	for rows.Next() {
 		var c candidate
-		if err := rows.Scan(&c.id, &c.codeID, &c.adopt, &c.priority, &c.runAt); err != nil {
+		if err := rows.Scan(&c.id, &c.codeID, &c.adopt, &c.priority, &c.runAt, &c.projectID); err != nil {
 			return nil, fmt.Errorf("select queue heads: %w", err)
 		}
 		cands = append(cands, c)
@@ -372,7 +468,7 @@ func sortCandidates(list []candidate) {
 }
 
 // withMaxConcurrency fills in each candidate's max_concurrency (its code's latest
-// revision's).
+// revision's) and its project's.
 func withMaxConcurrency(ctx context.Context, tx *sql.Tx, cands []candidate) ([]candidate, error) {
 	if len(cands) == 0 {
 		return cands, nil
@@ -381,26 +477,29 @@ func withMaxConcurrency(ctx context.Context, tx *sql.Tx, cands []candidate) ([]c
 	for _, c := range cands {
 		codeIDs = append(codeIDs, c.codeID)
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT c.id, r.max_concurrency FROM codes c JOIN code_revisions r ON r.id = c.latest_revision_id
+	rows, err := tx.QueryContext(ctx, `SELECT c.id, r.max_concurrency, p.max_concurrency
+		FROM codes c JOIN code_revisions r ON r.id = c.latest_revision_id JOIN projects p ON p.id = c.project_id
 		WHERE c.id = ANY($1::text[])`, pq.Array(codeIDs))
 	if err != nil {
 		return nil, fmt.Errorf("read max_concurrency: %w", err)
 	}
 	defer rows.Close()
-	caps := map[string]sql.NullInt64{}
+	type codeCaps struct{ code, project sql.NullInt64 }
+	caps := map[string]codeCaps{}
 	for rows.Next() {
 		var id string
-		var mc sql.NullInt64
-		if err := rows.Scan(&id, &mc); err != nil {
+		var cc codeCaps
+		if err := rows.Scan(&id, &cc.code, &cc.project); err != nil {
 			return nil, fmt.Errorf("read max_concurrency: %w", err)
 		}
-		caps[id] = mc
+		caps[id] = cc
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read max_concurrency: %w", err)
 	}
 	for i := range cands {
-		cands[i].maxConc = caps[cands[i].codeID]
+		cc := caps[cands[i].codeID]
+		cands[i].maxConc, cands[i].projectMaxConc = cc.code, cc.project
 	}
 	return cands, nil
 }
@@ -409,81 +508,126 @@ func withMaxConcurrency(ctx context.Context, tx *sql.Tx, cands []candidate) ([]c
 // that the previous one found at max_concurrency and the rows other leases hold.
 const maxLeaseRounds = 4
 
+// roundResult is what one leaseRound did.
+type roundResult struct {
+	admitted        []string // task ids taken
+	lockedElsewhere []string // picks another lease holds
+	fullCodes       []string // codes that held candidates back (full or busy)
+	fullProjects    []string // projects that held candidates back (full or busy)
+	more            bool     // the scan hit its limit: it may have missed candidates
+}
+
+// capLock is one max_concurrency to enforce: a code's or a project's.
+type capLock struct {
+	limit   int64
+	project bool
+	id      string
+}
+
 // leaseRound admits up to want queued tasks, in priority then run_at order, that are
-// not in skip (taken or seen locked already) and not of an excluded code.
+// not in skip (taken or seen locked already) and not of an excluded code or project.
 //
 // Candidates are read without locks (queueCandidates); the picks are then locked with
 // FOR UPDATE SKIP LOCKED (their status checked again), so a lease holds locks only on
 // what it takes and concurrent leases do not hide tasks from each other. Capped codes
-// are locked (pg_advisory_xact_lock on the code) and counted before their tasks are
-// admitted; room carries the counts across rounds. The first round waits for the code
-// locks in sorted order; later rounds only try them (a round never waits while holding
-// a lock taken out of order, so leases cannot deadlock) and treat a busy code as full.
-//
-// It returns the admitted ids, the ids found locked by another lease, the codes that
-// held candidates back (full or busy), and whether the scan may have missed candidates
-// (it hit its limit).
-func leaseRound(ctx context.Context, tx *sql.Tx, want int, skip, excluded []string, room map[string]int64, wait bool) (
-	admitted, lockedElsewhere, full []string, more bool, err error) {
+// and capped projects are locked (pg_advisory_xact_lock on the code's or the project's
+// key) and counted before their tasks are admitted; room carries the counts across
+// rounds, by lock key. The first round waits for the locks in the sorted order of their
+// keys, codes and projects together; later rounds only try them (a round never waits
+// while holding a lock taken out of order, so leases cannot deadlock) and treat a busy
+// code or project as full. A task is admitted only when both its code and its project
+// have room.
+func leaseRound(ctx context.Context, tx *sql.Tx, want int, skip, excluded, excludedProjects []string, room map[string]int64, wait bool) (
+	r roundResult, err error) {
 	// Some candidates may fail the concurrency check or be taken by another lease: read
 	// a few more than wanted so that one capped code does not starve the lease.
 	limit := 2*want + 8
-	cands, err := queueCandidates(ctx, tx, limit, excluded, skip)
+	cands, err := queueCandidates(ctx, tx, limit, excluded, excludedProjects, skip)
 	if err != nil {
-		return nil, nil, nil, false, err
+		return roundResult{}, err
 	}
-	toLock := map[string]int64{}
+	toLock := map[string]capLock{}
 	for _, c := range cands {
-		if _, locked := room[c.codeID]; !c.adopt && c.maxConc.Valid && !locked {
-			toLock[c.codeID] = c.maxConc.Int64
+		if c.adopt {
+			continue
+		}
+		if k := leaseLockKey(c.codeID); c.maxConc.Valid {
+			if _, locked := room[k]; !locked {
+				toLock[k] = capLock{limit: c.maxConc.Int64, id: c.codeID}
+			}
+		}
+		if k := projectLeaseLockKey(c.projectID); c.projectMaxConc.Valid {
+			if _, locked := room[k]; !locked {
+				toLock[k] = capLock{limit: c.projectMaxConc.Int64, project: true, id: c.projectID}
+			}
 		}
 	}
-	more = len(cands) == limit
-	codeIDs := make([]string, 0, len(toLock))
-	for id := range toLock {
-		codeIDs = append(codeIDs, id)
+	r.more = len(cands) == limit
+	keys := make([]string, 0, len(toLock))
+	for k := range toLock {
+		keys = append(keys, k)
 	}
-	sort.Strings(codeIDs)
+	sort.Strings(keys)
 	busy := map[string]bool{}
-	for _, id := range codeIDs {
+	for _, k := range keys {
+		cl := toLock[k]
+		what := "code"
+		if cl.project {
+			what = "project"
+		}
 		if wait {
-			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, leaseLockKey(id)); err != nil {
-				return nil, nil, nil, false, fmt.Errorf("lock code %s: %w", id, err)
+			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, k); err != nil {
+				return roundResult{}, fmt.Errorf("lock %s %s: %w", what, cl.id, err)
 			}
 		} else {
 			var got bool
-			if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))`, leaseLockKey(id)).Scan(&got); err != nil {
-				return nil, nil, nil, false, fmt.Errorf("lock code %s: %w", id, err)
+			if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))`, k).Scan(&got); err != nil {
+				return roundResult{}, fmt.Errorf("lock %s %s: %w", what, cl.id, err)
 			}
 			if !got {
-				busy[id] = true
+				busy[k] = true
 				continue
 			}
 		}
 		// A fresh snapshot (READ COMMITTED): every lease committed before the lock counts.
-		var active int64
-		if err := tx.QueryRowContext(ctx, activeCount, id).Scan(&active); err != nil {
-			return nil, nil, nil, false, fmt.Errorf("count active tasks of code %s: %w", id, err)
+		count := activeCount
+		if cl.project {
+			count = activeProjectCount
 		}
-		room[id] = toLock[id] - active
+		var active int64
+		if err := tx.QueryRowContext(ctx, count, cl.id).Scan(&active); err != nil {
+			return roundResult{}, fmt.Errorf("count active tasks of %s %s: %w", what, cl.id, err)
+		}
+		room[k] = cl.limit - active
 	}
-	// Pick in order within each capped code's room, then lock the picks in one
-	// statement; a pick another lease holds does not use up room (the next round may
-	// fill it).
-	heldBack := map[string]bool{}
+	// Pick in order within each capped code's and project's room, then lock the picks
+	// in one statement; a pick another lease holds does not use up room (the next round
+	// may fill it).
+	heldBackCodes, heldBackProjects := map[string]bool{}, map[string]bool{}
 	tentative := map[string]int64{}
+	full := func(k string) bool { return busy[k] || room[k]-tentative[k] <= 0 }
 	var picks []candidate
 	for _, c := range cands {
 		if len(picks) == want {
-			more = true
+			r.more = true
 			break
 		}
-		if !c.adopt && c.maxConc.Valid {
-			if busy[c.codeID] || room[c.codeID]-tentative[c.codeID] <= 0 {
-				heldBack[c.codeID] = true
+		if !c.adopt {
+			ck, pk := leaseLockKey(c.codeID), projectLeaseLockKey(c.projectID)
+			if c.maxConc.Valid && full(ck) {
+				heldBackCodes[c.codeID] = true
 				continue
 			}
-			tentative[c.codeID]++
+			if c.projectMaxConc.Valid && full(pk) {
+				heldBackProjects[c.projectID] = true
+				continue
+			}
+			if c.maxConc.Valid {
+				tentative[ck]++
+			}
+			if c.projectMaxConc.Valid {
+				tentative[pk]++
+			}
 		}
 		picks = append(picks, c)
 	}
@@ -492,39 +636,36 @@ func leaseRound(ctx context.Context, tx *sql.Tx, want int, skip, excluded []stri
 		for i, c := range picks {
 			pickIDs[i] = c.id
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT id FROM tasks WHERE id = ANY($1::text[]) AND status = 'queued'
+		lockedIDs, err := queryIDs(ctx, tx, `SELECT id FROM tasks WHERE id = ANY($1::text[]) AND status = 'queued'
 			FOR UPDATE SKIP LOCKED`, pq.Array(pickIDs))
 		if err != nil {
-			return nil, nil, nil, false, fmt.Errorf("lock tasks: %w", err)
+			return roundResult{}, fmt.Errorf("lock tasks: %w", err)
 		}
-		locked := map[string]bool{}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return nil, nil, nil, false, fmt.Errorf("lock tasks: %w", err)
-			}
+		locked := make(map[string]bool, len(lockedIDs))
+		for _, id := range lockedIDs {
 			locked[id] = true
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, nil, nil, false, fmt.Errorf("lock tasks: %w", err)
 		}
 		for _, c := range picks {
 			if !locked[c.id] {
-				lockedElsewhere = append(lockedElsewhere, c.id)
+				r.lockedElsewhere = append(r.lockedElsewhere, c.id)
 				continue
 			}
 			if !c.adopt && c.maxConc.Valid {
-				room[c.codeID]--
+				room[leaseLockKey(c.codeID)]--
 			}
-			admitted = append(admitted, c.id)
+			if !c.adopt && c.projectMaxConc.Valid {
+				room[projectLeaseLockKey(c.projectID)]--
+			}
+			r.admitted = append(r.admitted, c.id)
 		}
 	}
-	for id := range heldBack {
-		full = append(full, id)
+	for id := range heldBackCodes {
+		r.fullCodes = append(r.fullCodes, id)
 	}
-	return admitted, lockedElsewhere, full, more, nil
+	for id := range heldBackProjects {
+		r.fullProjects = append(r.fullProjects, id)
+	}
+	return r, nil
 }
 
 func (s *Store) tasksByID(ctx context.Context, tx *sql.Tx, ids []string) (map[string]Task, error) {
@@ -544,25 +685,64 @@ func (s *Store) tasksByID(ctx context.Context, tx *sql.Tx, ids []string) (map[st
 	return out, rows.Err()
 }
 
-func (s *Store) revisionsByID(ctx context.Context, tx *sql.Tx, tasks map[string]Task) (map[string]CodeRevision, error) {
+// revisionColumnsUnsealed is revisionColumns without the sealed secrets (NULL instead):
+// revisionsByID opens them itself, so that one undecryptable revision does not fail the
+// whole lease.
+var revisionColumnsUnsealed = func() string {
+	const sealed = "r.config_sealed, r.env_vars_sealed"
+	if !strings.Contains(revisionColumns, sealed) {
+		panic("store: revisionColumns does not list " + sealed)
+	}
+	return strings.Replace(revisionColumns, sealed, "NULL::bytea, NULL::bytea", 1)
+}()
+
+// revisionsByID reads the code revisions of tasks, config and env_vars decrypted. A
+// revision whose secrets cannot be decrypted is returned without them, and listed in
+// sealedOff with the msg its tasks end with.
+func (s *Store) revisionsByID(ctx context.Context, tx *sql.Tx, tasks map[string]Task) (revs map[string]CodeRevision, sealedOff map[string]string, err error) {
 	var ids []string
 	for _, t := range tasks {
 		ids = append(ids, t.CodeRevisionID)
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT `+revisionColumns+` FROM code_revisions r WHERE r.id = ANY($1::text[])`, pq.Array(ids))
+	rows, err := tx.QueryContext(ctx, `SELECT `+revisionColumnsUnsealed+`, r.config_sealed, r.env_vars_sealed
+		FROM code_revisions r WHERE r.id = ANY($1::text[])`, pq.Array(ids))
 	if err != nil {
-		return nil, fmt.Errorf("read code revisions: %w", err)
+		return nil, nil, fmt.Errorf("read code revisions: %w", err)
 	}
 	defer rows.Close()
-	out := map[string]CodeRevision{}
+	revs, sealedOff = map[string]CodeRevision{}, map[string]string{}
 	for rows.Next() {
-		r, err := s.scanRevision(rows)
+		var config, env []byte
+		r, err := s.scanRevision(rows, &config, &env)
 		if err != nil {
-			return nil, fmt.Errorf("read code revisions: %w", err)
+			return nil, nil, fmt.Errorf("read code revisions: %w", err)
 		}
-		out[r.ID] = r
+		opened := r.Settings
+		if err := s.openSettings(&opened, config, env); err != nil {
+			sealedOff[r.ID] = s.undecryptableMsg(config, env)
+			s.log.Warn("code revision secrets cannot be decrypted", "code_revision_id", r.ID, "error", err.Error())
+		} else {
+			r.Settings = opened
+		}
+		revs[r.ID] = r
 	}
-	return out, rows.Err()
+	return revs, sealedOff, rows.Err()
+}
+
+// undecryptableMsg is the msg of a task whose revision's secrets (config, env_vars)
+// cannot be opened: it names the missing key when that is the reason, never a secret.
+func (s *Store) undecryptableMsg(sealed ...[]byte) string {
+	for _, v := range sealed {
+		if v == nil {
+			continue
+		}
+		if _, err := s.sealer.Open(v); errors.Is(err, secrets.ErrUnknownKey) {
+			if label, err := secrets.KeyOf(v); err == nil {
+				return fmt.Sprintf("code revision secrets cannot be decrypted: key %s is not configured", label)
+			}
+		}
+	}
+	return "code revision secrets cannot be decrypted"
 }
 
 // leaseFailure explains why a statement guarded by "lease_id = $lease AND status is
@@ -1071,55 +1251,6 @@ func (s *Store) ReapExpiredLeases(ctx context.Context, opts ReapOptions) ([]Reap
 		return nil, fmt.Errorf("reap expired leases: %w", err)
 	}
 	return events, nil
-}
-
-// ReaperLeadership is the reaper leader's hold on its session-level advisory lock, on a
-// dedicated connection: it lasts as long as that connection.
-type ReaperLeadership struct {
-	conn *sql.Conn
-}
-
-// AcquireReaperLeadership tries (without waiting) to become the lease reaper's leader;
-// ok is false when another session leads.
-func (s *Store) AcquireReaperLeadership(ctx context.Context) (*ReaperLeadership, bool, error) {
-	conn, err := s.db.Conn(ctx)
-	if err != nil {
-		return nil, false, fmt.Errorf("reaper leadership: get connection: %w", err)
-	}
-	var ok bool
-	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, lockReaper).Scan(&ok); err != nil {
-		discardConn(conn)
-		return nil, false, fmt.Errorf("reaper leadership: try lock: %w", err)
-	}
-	if !ok {
-		conn.Close()
-		return nil, false, nil
-	}
-	return &ReaperLeadership{conn: conn}, true, nil
-}
-
-// Check tells whether leadership is still held; on an error, Release and acquire again.
-func (l *ReaperLeadership) Check(ctx context.Context) error {
-	var held bool
-	err := l.conn.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
-		AND pid = pg_backend_pid() AND granted AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid
-		AND objsubid = 1)`, lockReaper).Scan(&held)
-	if err != nil {
-		return fmt.Errorf("reaper leadership lost: %w", err)
-	}
-	if !held {
-		return errors.New("reaper leadership lost: the advisory lock is no longer held")
-	}
-	return nil
-}
-
-// Release gives leadership up by closing its session.
-func (l *ReaperLeadership) Release() {
-	if l == nil || l.conn == nil {
-		return
-	}
-	discardConn(l.conn)
-	l.conn = nil
 }
 
 // QueueWaker wakes lease long-polls: one LISTEN connection per process on

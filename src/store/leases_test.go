@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"errors"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/ironcf/ironworker-release/src/internal/testsupport"
+	"github.com/ironcf/ironworker-release/src/secrets"
 	"github.com/ironcf/ironworker-release/src/store"
 )
 
@@ -55,54 +57,77 @@ var _ = Describe("Leases (store)", func() {
 		return ls
 	}
 
-	It("keeps max_concurrency under concurrent lease and complete churn", func() {
-		capped := newCode(store.CodeSettings{MaxConcurrency: intPtr(2)})
-		other := newCode(store.CodeSettings{MaxConcurrency: intPtr(3)})
-		queue(capped.Name, 60)
-		queue(other.Name, 60)
-
-		var violations atomic.Int32
-		var peak [2]atomic.Int32
-		stop := make(chan struct{})
-		var monitor sync.WaitGroup
-		monitor.Add(1)
+	// listeningWaker starts a queue waker and, as it sets up its LISTEN asynchronously,
+	// calls notify (something that notifies the queue) until a wake-up comes.
+	listeningWaker := func(notify func()) *store.QueueWaker {
+		w := store.NewQueueWaker(tdb.URL, nil)
+		DeferCleanup(w.Close)
+		Eventually(func() bool {
+			ch := w.Wait()
+			notify()
+			select {
+			case <-ch:
+				return true
+			case <-time.After(300 * time.Millisecond):
+				return false
+			}
+		}, 10*time.Second).Should(BeTrue())
+		return w
+	}
+	// watchPeaks runs count (active tasks of each capped thing) continuously until the
+	// returned stop is called, which gives the peak of each and the samples taken.
+	watchPeaks := func(count func() ([]int32, error)) (stop func() (peaks []int32, samples int)) {
+		quit := make(chan struct{})
+		result := make(chan []int32, 1)
+		var n int
 		go func() {
-			defer monitor.Done()
+			var peaks []int32
 			for {
 				select {
-				case <-stop:
+				case <-quit:
+					result <- peaks
 					return
 				default:
 				}
-				for i, c := range []store.Code{capped, other} {
-					var n int32
-					if err := db.QueryRow(`SELECT count(*) FROM tasks WHERE code_id = $1 AND status IN ('preparing','running')`, c.ID).Scan(&n); err != nil {
-						continue
+				counts, err := count()
+				if err != nil {
+					continue
+				}
+				n++
+				for i, c := range counts {
+					if i == len(peaks) {
+						peaks = append(peaks, 0)
 					}
-					if n > int32(*c.Revision.Settings.MaxConcurrency) {
-						violations.Add(1)
-					}
-					if n > peak[i].Load() {
-						peak[i].Store(n)
-					}
+					peaks[i] = max(peaks[i], c)
 				}
 			}
 		}()
-
+		return func() ([]int32, int) {
+			close(quit)
+			peaks := <-result
+			return peaks, n
+		}
+	}
+	// churn runs workers that lease up to maxTasks at a time, hold them a while and
+	// complete them, until total tasks are done.
+	churn := func(workers, maxTasks int, total int32, hold time.Duration) {
 		var done atomic.Int32
 		var wg sync.WaitGroup
-		for w := 0; w < 8; w++ {
+		start := make(chan struct{})
+		for w := 0; w < workers; w++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				defer GinkgoRecover()
-				for done.Load() < 120 {
-					ls, err := st.LeaseTasks(ctx, store.LeaseRequest{RunnerID: "w", MaxTasks: 3, Duration: 30 * time.Second})
+				<-start
+				for i := 0; i < 5000 && done.Load() < total; i++ {
+					ls, err := st.LeaseTasks(ctx, store.LeaseRequest{RunnerID: "w", MaxTasks: maxTasks, Duration: 30 * time.Second})
 					Expect(err).NotTo(HaveOccurred())
 					if len(ls) == 0 {
-						time.Sleep(5 * time.Millisecond)
+						time.Sleep(2 * time.Millisecond)
 						continue
 					}
+					time.Sleep(hold)
 					for _, l := range ls {
 						_, err := st.CompleteTask(ctx, l.Task.ID, l.LeaseID, store.Completion{Status: "complete"})
 						Expect(err).NotTo(HaveOccurred())
@@ -111,15 +136,180 @@ var _ = Describe("Leases (store)", func() {
 				}
 			}()
 		}
+		close(start)
 		wg.Wait()
-		close(stop)
-		monitor.Wait()
-		Expect(violations.Load()).To(BeZero())
-		Expect(peak[0].Load()).To(BeNumerically("<=", 2))
-		Expect(peak[1].Load()).To(BeNumerically("<=", 3))
+		Expect(done.Load()).To(Equal(total))
 		var left int
 		Expect(db.QueryRow(`SELECT count(*) FROM tasks WHERE status <> 'complete'`).Scan(&left)).To(Succeed())
 		Expect(left).To(BeZero())
+	}
+
+	It("keeps max_concurrency under concurrent lease and complete churn", func() {
+		capped := newCode(store.CodeSettings{MaxConcurrency: intPtr(2)})
+		other := newCode(store.CodeSettings{MaxConcurrency: intPtr(3)})
+		queue(capped.Name, 60)
+		queue(other.Name, 60)
+
+		stop := watchPeaks(func() ([]int32, error) {
+			var a, b int32
+			err := db.QueryRow(`SELECT count(*) FILTER (WHERE code_id = $1), count(*) FILTER (WHERE code_id = $2)
+				FROM tasks WHERE status IN ('preparing','running')`, capped.ID, other.ID).Scan(&a, &b)
+			return []int32{a, b}, err
+		})
+		churn(8, 3, 120, 0)
+		peaks, _ := stop()
+		Expect(peaks).To(HaveLen(2))
+		Expect(peaks[0]).To(BeNumerically("<=", 2))
+		Expect(peaks[1]).To(BeNumerically("<=", 3))
+	})
+
+	Describe("a project's max_concurrency (plan quota)", func() {
+		setProjectCap := func(id string, n int) {
+			_, err := db.Exec(`UPDATE projects SET max_concurrency = $2 WHERE id = $1`, id, n)
+			Expect(err).NotTo(HaveOccurred())
+		}
+
+		It("counts the project's active tasks across its codes, and leaves other projects alone", func() {
+			setProjectCap(projectID, 2)
+			a, b := newCode(store.CodeSettings{}), newCode(store.CodeSettings{MaxConcurrency: intPtr(5)})
+			queue(a.Name, 3)
+			queue(b.Name, 3)
+			other, _, err := st.CreateProject(ctx, "uncapped")
+			Expect(err).NotTo(HaveOccurred())
+			_, err = st.SaveCode(ctx, other.ID, store.CodeUpload{Settings: store.CodeSettings{Name: "free", Image: "img"}})
+			Expect(err).NotTo(HaveOccurred())
+			_, err = st.QueueTasks(ctx, other.ID, []store.NewTask{{CodeName: "free", Timeout: 60}, {CodeName: "free", Timeout: 60}})
+			Expect(err).NotTo(HaveOccurred())
+
+			perProject := func(ls []store.LeasedTask) map[string]int {
+				m := map[string]int{}
+				for _, l := range ls {
+					m[l.Task.ProjectID]++
+				}
+				return m
+			}
+			first := lease(10)
+			Expect(perProject(first)).To(Equal(map[string]int{projectID: 2, other.ID: 2}))
+			Expect(lease(10)).To(BeEmpty(), "the project is full")
+
+			// A task queued for adoption counts, and is leased although the project is full.
+			var mine []store.LeasedTask
+			for _, l := range first {
+				if l.Task.ProjectID == projectID {
+					mine = append(mine, l)
+				}
+			}
+			_, err = st.CompleteTask(ctx, mine[0].Task.ID, mine[0].LeaseID, store.Completion{Status: "complete"})
+			Expect(err).NotTo(HaveOccurred())
+			_, err = db.Exec(`UPDATE tasks SET status = 'queued', lease_id = NULL, lease_expires_at = NULL, backend_ref = 'diego:x',
+				backend_adoptable = true, start_time = now() WHERE id = $1`, mine[1].Task.ID)
+			Expect(err).NotTo(HaveOccurred())
+			again := lease(10)
+			Expect(again).To(HaveLen(2), "one adopted and one new, within the cap of 2")
+			Expect(lease(10)).To(BeEmpty())
+
+			Expect(st.CancelTask(ctx, projectID, again[0].Task.ID)).To(Succeed())
+			Expect(lease(10)).To(HaveLen(1))
+		})
+
+		It("leases past a full project's backlog (the queue-head fallback) and excludes the project", func() {
+			setProjectCap(projectID, 1)
+			busy := newCode(store.CodeSettings{})
+			two := 2
+			backlog := make([]store.NewTask, 600)
+			for i := range backlog {
+				backlog[i] = store.NewTask{CodeName: busy.Name, Timeout: 60, Priority: &two}
+			}
+			_, err := st.QueueTasks(ctx, projectID, backlog)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(lease(1)).To(HaveLen(1), "the project's one slot")
+
+			other, _, err := st.CreateProject(ctx, "behind the backlog")
+			Expect(err).NotTo(HaveOccurred())
+			_, err = st.SaveCode(ctx, other.ID, store.CodeUpload{Settings: store.CodeSettings{Name: "free", Image: "img"}})
+			Expect(err).NotTo(HaveOccurred())
+			want, err := st.QueueTasks(ctx, other.ID, []store.NewTask{{CodeName: "free", Timeout: 60, Priority: &two}})
+			Expect(err).NotTo(HaveOccurred())
+			ls := lease(5)
+			Expect(ls).To(HaveLen(1))
+			Expect(ls[0].Task.ID).To(Equal(want[0]))
+			Expect(lease(5)).To(BeEmpty())
+		})
+
+		It("never exceeds it under 20 concurrent lease calls across several codes", func() {
+			setProjectCap(projectID, 3)
+			codes := []store.Code{
+				newCode(store.CodeSettings{}),
+				newCode(store.CodeSettings{MaxConcurrency: intPtr(2)}),
+				newCode(store.CodeSettings{MaxConcurrency: intPtr(10)}),
+				newCode(store.CodeSettings{}),
+			}
+			const perCode = 20
+			for _, c := range codes {
+				queue(c.Name, perCode)
+			}
+			total := int32(perCode * len(codes))
+
+			stop := watchPeaks(func() ([]int32, error) {
+				var n int32
+				err := db.QueryRow(`SELECT count(*) FROM tasks WHERE project_id = $1
+					AND (status IN ('preparing','running') OR (status = 'queued' AND backend_ref IS NOT NULL))`, projectID).Scan(&n)
+				return []int32{n}, err
+			})
+			churn(20, 2, total, time.Millisecond) // hold a little, so that leases overlap
+			peaks, samples := stop()
+			GinkgoWriter.Printf("samples %d peaks %v\n", samples, peaks)
+			Expect(samples).To(BeNumerically(">", 10))
+			Expect(peaks).To(HaveLen(1))
+			Expect(peaks[0]).To(BeNumerically("<=", 3), "never beyond the cap")
+			Expect(peaks[0]).To(BeNumerically(">=", 2), "the workers do run the project's tasks side by side")
+		})
+	})
+
+	It("wakes a waiting lease within 1 s when a cancel frees a full code's slot", func() {
+		resumed := newCode(store.CodeSettings{})
+		w := listeningWaker(func() { Expect(st.SetCodePaused(ctx, projectID, resumed.ID, false)).To(Succeed()) })
+
+		// waitingLease is a lease long-poll: it leases, and waits for a wake-up when
+		// nothing is leasable.
+		waitingLease := func() <-chan []store.LeasedTask {
+			got := make(chan []store.LeasedTask, 1)
+			ch := w.Wait()
+			Expect(lease(1)).To(BeEmpty(), "the code is full")
+			go func() {
+				defer GinkgoRecover()
+				select {
+				case <-ch:
+					got <- lease(1)
+				case <-time.After(5 * time.Second):
+					got <- nil
+				}
+			}()
+			return got
+		}
+
+		full := newCode(store.CodeSettings{MaxConcurrency: intPtr(1)})
+		ids := queue(full.Name, 2)
+		Expect(lease(1)).To(HaveLen(1))
+		got := waitingLease()
+		Expect(st.CancelTask(ctx, projectID, ids[0])).To(Succeed())
+		var ls []store.LeasedTask
+		Eventually(got, time.Second).Should(Receive(&ls))
+		Expect(ls).To(HaveLen(1))
+		Expect(ls[0].Task.ID).To(Equal(ids[1]))
+
+		// cancel_all and delete notify too.
+		for _, end := range []func(store.Code) error{
+			func(c store.Code) error { _, err := st.CancelCodeTasks(ctx, projectID, c.ID); return err },
+			func(c store.Code) error { _, err := st.DeleteCode(ctx, projectID, c.ID); return err },
+		} {
+			c := newCode(store.CodeSettings{MaxConcurrency: intPtr(1)})
+			queue(c.Name, 2)
+			Expect(lease(1)).To(HaveLen(1))
+			ch := w.Wait()
+			Expect(end(c)).To(Succeed())
+			Eventually(ch, time.Second).Should(BeClosed())
+		}
 	})
 
 	It("hands each queued task to one lease only", func() {
@@ -255,20 +445,58 @@ var _ = Describe("Leases (store)", func() {
 	})
 
 	It("wakes waiters on NOTIFY through the queue waker", func() {
-		w := store.NewQueueWaker(tdb.URL, nil)
-		DeferCleanup(w.Close)
 		code := newCode(store.CodeSettings{})
-		// The LISTEN is set up asynchronously: queue until a wake-up comes.
-		Eventually(func() bool {
-			ch := w.Wait()
-			queue(code.Name, 1)
-			select {
-			case <-ch:
-				return true
-			case <-time.After(300 * time.Millisecond):
-				return false
-			}
-		}, 10*time.Second).Should(BeTrue())
+		listeningWaker(func() { queue(code.Name, 1) })
+	})
+})
+
+var _ = Describe("Leases of a code revision whose secrets cannot be decrypted", func() {
+	It("ends such tasks error, naming the missing key, and leases the others", func() {
+		ctx := context.Background()
+		key := func() []byte {
+			k := make([]byte, 32)
+			_, _ = rand.Read(k)
+			return k
+		}
+		old, err := secrets.New("k1", []secrets.Key{{Label: "k1", Secret: key()}})
+		Expect(err).NotTo(HaveOccurred())
+		st, tdb := freshStore(old)
+		p, _, err := st.CreateProject(ctx, "sealed")
+		Expect(err).NotTo(HaveOccurred())
+		config := "api_key: s3cret-config"
+		_, err = st.SaveCode(ctx, p.ID, store.CodeUpload{Settings: store.CodeSettings{
+			Name: "sealed", Image: "img", Retries: 2, Config: &config, EnvVars: map[string]string{"TOKEN": "s3cret-env"}}})
+		Expect(err).NotTo(HaveOccurred())
+		_, err = st.SaveCode(ctx, p.ID, store.CodeUpload{Settings: store.CodeSettings{
+			Name: "plain", Image: "img"}})
+		Expect(err).NotTo(HaveOccurred())
+		// The sealed code's tasks are older: a lease meets them first.
+		bad, err := st.QueueTasks(ctx, p.ID, []store.NewTask{{CodeName: "sealed", Timeout: 60}, {CodeName: "sealed", Timeout: 60}})
+		Expect(err).NotTo(HaveOccurred())
+		good, err := st.QueueTasks(ctx, p.ID, []store.NewTask{{CodeName: "plain", Timeout: 60}})
+		Expect(err).NotTo(HaveOccurred())
+
+		// k1 is no longer configured.
+		onlyNew, err := secrets.New("k2", []secrets.Key{{Label: "k2", Secret: key()}})
+		Expect(err).NotTo(HaveOccurred())
+		st2, err := store.Open(ctx, tdb.URL, onlyNew, store.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(st2.Close)
+
+		ls, err := st2.LeaseTasks(ctx, store.LeaseRequest{RunnerID: "r", MaxTasks: 1, Duration: time.Minute})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(ls).To(HaveLen(1))
+		Expect(ls[0].Task.ID).To(Equal(good[0]))
+		for _, id := range bad {
+			t, err := st2.GetTask(ctx, p.ID, id)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(t.Status).To(Equal("error"))
+			Expect(t.Msg).To(Equal("code revision secrets cannot be decrypted: key k1 is not configured"))
+			Expect(t.RetryTaskID).To(BeEmpty())
+		}
+		ls, err = st2.LeaseTasks(ctx, store.LeaseRequest{RunnerID: "r", MaxTasks: 5, Duration: time.Minute})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(ls).To(BeEmpty())
 	})
 })
 

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strings"
@@ -687,66 +686,4 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
-}
-
-// Leadership is the scheduler leader's hold on the session-level advisory lock, kept
-// on a dedicated connection: it lasts as long as that connection.
-type Leadership struct {
-	conn *sql.Conn
-}
-
-// AcquireSchedulerLeadership tries (without waiting) to become the scheduler leader.
-// ok is false when another session leads.
-func (s *Store) AcquireSchedulerLeadership(ctx context.Context) (*Leadership, bool, error) {
-	conn, err := s.db.Conn(ctx)
-	if err != nil {
-		return nil, false, fmt.Errorf("scheduler leadership: get connection: %w", err)
-	}
-	var ok bool
-	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, lockScheduler).Scan(&ok); err != nil {
-		discardConn(conn)
-		return nil, false, fmt.Errorf("scheduler leadership: try lock: %w", err)
-	}
-	if !ok {
-		conn.Close()
-		return nil, false, nil
-	}
-	return &Leadership{conn: conn}, true, nil
-}
-
-// Check tells whether leadership is still held: an error means the connection (and so
-// the lock) is gone, or cannot be vouched for; Release it and acquire again.
-func (l *Leadership) Check(ctx context.Context) error {
-	var held bool
-	err := l.conn.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
-		AND pid = pg_backend_pid() AND granted AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid
-		AND objsubid = 1)`, lockScheduler).Scan(&held)
-	if err != nil {
-		return fmt.Errorf("scheduler leadership lost: %w", err)
-	}
-	if !held {
-		return errors.New("scheduler leadership lost: the advisory lock is no longer held")
-	}
-	return nil
-}
-
-// Release gives leadership up: it unlocks at once when the connection still works (so
-// another instance can lead without waiting for the session to end), then closes the
-// session, which frees the lock in any case; the connection is never returned to the
-// pool.
-func (l *Leadership) Release() {
-	if l == nil || l.conn == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_, _ = l.conn.ExecContext(ctx, `SELECT pg_advisory_unlock($1)`, lockScheduler)
-	discardConn(l.conn)
-	l.conn = nil
-}
-
-// discardConn closes a dedicated connection for good instead of pooling it.
-func discardConn(conn *sql.Conn) {
-	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-	conn.Close()
 }

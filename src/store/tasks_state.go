@@ -54,16 +54,29 @@ func (s *Store) taskStatus(ctx context.Context, projectID, taskID string) (strin
 // runner holding the task sees the status on its next heartbeat. Cancelling a cancelled
 // task succeeds again; any other finished task gives *TaskStateError(ErrTaskFinished).
 // The UPDATE is conditional on the status, so a task that a runner has just finished
-// stays finished.
+// stays finished. The queue is notified in the same transaction: the cancel may free a
+// max_concurrency slot (or make a Cancel lease due).
 func (s *Store) CancelTask(ctx context.Context, projectID, taskID string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE tasks SET status = 'cancelled', end_time = now(), updated_at = now()
-		WHERE project_id = $1 AND id = $2 AND status IN `+activeStatuses, projectID, taskID)
+	var cancelled bool
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE tasks SET status = 'cancelled', end_time = now(), updated_at = now()
+			WHERE project_id = $1 AND id = $2 AND status IN `+activeStatuses, projectID, taskID)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if cancelled = n == 1; !cancelled {
+			return nil
+		}
+		return notifyQueued(ctx, tx)
+	})
 	if err != nil {
 		return fmt.Errorf("cancel task %s: %w", taskID, err)
 	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("cancel task %s: %w", taskID, err)
-	} else if n == 1 {
+	if cancelled {
 		return nil
 	}
 	status, err := s.taskStatus(ctx, projectID, taskID)
