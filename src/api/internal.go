@@ -429,30 +429,14 @@ func (ia *internalAPI) progress(c *gin.Context) {
 	if !ok {
 		return
 	}
-	var body struct {
-		LeaseID string      `json:"lease_id"`
-		Percent flexInt     `json:"percent"`
-		Msg     *flexString `json:"msg"`
-	}
+	var body progressInput
 	if !ia.s.decodeJSON(c, &body) || !requireLease(c, body.LeaseID) {
 		return
 	}
-	var percent *int
-	if body.Percent.Set {
-		if body.Percent.Value < 0 || body.Percent.Value > 100 {
-			abortMsg(c, http.StatusBadRequest, "percent must be from 0 to 100")
-			return
-		}
-		percent = &body.Percent.Value
-	}
-	var msg *string
-	if body.Msg != nil {
-		m := string(*body.Msg)
-		if len(m) > maxProgressMsgBytes {
-			abortMsg(c, http.StatusBadRequest, fmt.Sprintf("msg must be at most %d bytes", maxProgressMsgBytes))
-			return
-		}
-		msg = &m
+	percent, msg, e := body.validate()
+	if e != nil {
+		abortInput(c, e)
+		return
 	}
 	err := ia.s.store.SetLeasedTaskProgress(c.Request.Context(), id, body.LeaseID, percent, msg)
 	if errors.Is(err, store.ErrTaskCancelled) {

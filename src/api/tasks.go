@@ -156,37 +156,57 @@ func codeNotFound(c *gin.Context, err error) bool {
 	return false
 }
 
+// queueTasksBody is the body of POST /tasks.
+type queueTasksBody struct {
+	Tasks []taskInput `json:"tasks"`
+}
+
+// checkTaskCount refuses an empty or oversized batch (before the store is asked).
+func (s *Server) checkTaskCount(n int) *inputError {
+	if n == 0 {
+		return badRequest(`No tasks given: send {"tasks":[{"code_name":"…","payload":"…"}]}`)
+	}
+	if n > s.limits.MaxTasksPerRequest {
+		return badRequest("Too many tasks: at most %d per request", s.limits.MaxTasksPerRequest)
+	}
+	return nil
+}
+
+// taskBatch validates every task of a batch against the limits and the project's quotas.
+// Pure: no store, no request (fuzzed in fuzz_test.go).
+func (s *Server) taskBatch(in []taskInput, quotas store.Quotas) ([]store.NewTask, *inputError) {
+	batch := make([]store.NewTask, len(in))
+	for i, t := range in {
+		nt, e := s.newTask(t)
+		if e == nil {
+			e = taskQuotas(quotas, t, &nt)
+		}
+		if e != nil {
+			return nil, &inputError{status: e.status, msg: fmt.Sprintf("tasks[%d]: %s", i, e.msg)}
+		}
+		batch[i] = nt
+	}
+	return batch, nil
+}
+
 // queueTasks is POST /tasks: all tasks are queued or none.
 func (s *Server) queueTasks(c *gin.Context) {
-	var body struct {
-		Tasks []taskInput `json:"tasks"`
-	}
+	var body queueTasksBody
 	if !s.decodeJSON(c, &body) {
 		return
 	}
-	if len(body.Tasks) == 0 {
-		abortMsg(c, http.StatusBadRequest, `No tasks given: send {"tasks":[{"code_name":"…","payload":"…"}]}`)
-		return
-	}
-	if len(body.Tasks) > s.limits.MaxTasksPerRequest {
-		abortMsg(c, http.StatusBadRequest, fmt.Sprintf("Too many tasks: at most %d per request", s.limits.MaxTasksPerRequest))
+	if e := s.checkTaskCount(len(body.Tasks)); e != nil {
+		abortInput(c, e)
 		return
 	}
 	quotas, ok := s.projectQuotas(c)
 	if !ok {
 		return
 	}
-	batch := make([]store.NewTask, len(body.Tasks))
-	for i, in := range body.Tasks {
-		nt, e := s.newTask(in)
-		if e == nil {
-			e = taskQuotas(quotas, in, &nt)
-		}
-		if e != nil {
-			abortInput(c, &inputError{status: e.status, msg: fmt.Sprintf("tasks[%d]: %s", i, e.msg)})
-			return
-		}
-		batch[i] = nt
+	batch, e := s.taskBatch(body.Tasks, quotas)
+	if e != nil {
+		abortInput(c, e)
+		return
 	}
 	ids, err := s.store.QueueTasks(c.Request.Context(), projectID(c), batch)
 	if codeNotFound(c, err) || quotaExceeded(c, err) || projectGone(c, err) {
@@ -454,34 +474,46 @@ func (s *Server) setProgress(c *gin.Context) {
 	if !ok {
 		return
 	}
-	var body struct {
-		Percent flexInt     `json:"percent"`
-		Msg     *flexString `json:"msg"`
-	}
+	var body progressInput
 	if !s.decodeJSON(c, &body) {
 		return
 	}
-	var percent *int
-	if body.Percent.Set {
-		if body.Percent.Value < 0 || body.Percent.Value > 100 {
-			abortMsg(c, http.StatusBadRequest, "percent must be from 0 to 100")
-			return
-		}
-		percent = &body.Percent.Value
-	}
-	var msg *string
-	if body.Msg != nil {
-		m := string(*body.Msg)
-		if len(m) > maxProgressMsgBytes {
-			abortMsg(c, http.StatusBadRequest, fmt.Sprintf("msg must be at most %d bytes", maxProgressMsgBytes))
-			return
-		}
-		msg = &m
+	percent, msg, e := body.validate()
+	if e != nil {
+		abortInput(c, e)
+		return
 	}
 	if s.taskError(c, s.store.SetTaskProgress(c.Request.Context(), projectID(c), id, percent, msg)) {
 		return
 	}
 	c.JSON(http.StatusOK, msgBody{Msg: "Progress set"})
+}
+
+// progressInput is a progress report, from the app API or from a runner.
+type progressInput struct {
+	LeaseID string      `json:"lease_id"` // runner protocol only
+	Percent flexInt     `json:"percent"`
+	Msg     *flexString `json:"msg"`
+}
+
+// validate checks percent is 0-100 and msg at most 64 KiB; nil means "leave unchanged".
+func (p progressInput) validate() (*int, *string, *inputError) {
+	var percent *int
+	if p.Percent.Set {
+		if p.Percent.Value < 0 || p.Percent.Value > 100 {
+			return nil, nil, badRequest("percent must be from 0 to 100")
+		}
+		percent = &p.Percent.Value
+	}
+	var msg *string
+	if p.Msg != nil {
+		m := string(*p.Msg)
+		if len(m) > maxProgressMsgBytes {
+			return nil, nil, badRequest("msg must be at most %d bytes", maxProgressMsgBytes)
+		}
+		msg = &m
+	}
+	return percent, msg, nil
 }
 
 // retryTask is POST /tasks/:task_id/retry with an optional {"delay": n}.
