@@ -310,7 +310,7 @@ func (s *Server) uploadCode(c *gin.Context) {
 			}
 			if settings != nil {
 				// The usual order: data, then the zip, streamed straight into the store.
-				s.saveCode(c, *settings, part)
+				s.saveUpload(c, *settings, part)
 				return
 			}
 			if spool, err = s.spoolArchive(c, part); err != nil {
@@ -333,10 +333,19 @@ func (s *Server) uploadCode(c *gin.Context) {
 			s.fail(c, fmt.Errorf("rewind spooled archive: %w", err))
 			return
 		}
-		s.saveCode(c, *settings, spool)
+		s.saveUpload(c, *settings, spool)
 		return
 	}
-	s.saveCode(c, *settings, nil)
+	s.saveUpload(c, *settings, nil)
+}
+
+// saveUpload is saveCode, or the test hook that stands in for the store.
+func (s *Server) saveUpload(c *gin.Context, st store.CodeSettings, archive io.Reader) {
+	if s.saveHook != nil {
+		s.saveHook(c, st, archive)
+		return
+	}
+	s.saveCode(c, st, archive)
 }
 
 // registerImageJSON handles a non-multipart upload: the body is the data object.
@@ -355,7 +364,7 @@ func (s *Server) registerImageJSON(c *gin.Context) {
 		abortInput(c, ierr)
 		return
 	}
-	s.saveCode(c, st, nil)
+	s.saveUpload(c, st, nil)
 }
 
 // spoolArchive copies a `file` part that came before `data` into a temp file, at most

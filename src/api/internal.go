@@ -461,6 +461,7 @@ func (ia *internalAPI) complete(c *gin.Context) {
 		ExitCode   *int     `json:"exit_code"`
 		Msg        string   `json:"msg"`
 		DurationMS *float64 `json:"duration_ms"`
+		NoRetry    bool     `json:"no_retry"`
 	}
 	if !ia.s.decodeJSON(c, &body) || !requireLease(c, body.LeaseID) {
 		return
@@ -472,7 +473,7 @@ func (ia *internalAPI) complete(c *gin.Context) {
 	if len(body.Msg) > maxProgressMsgBytes {
 		body.Msg = body.Msg[:maxProgressMsgBytes]
 	}
-	comp := store.Completion{Status: body.Status, ExitCode: body.ExitCode, Msg: body.Msg}
+	comp := store.Completion{Status: body.Status, ExitCode: body.ExitCode, Msg: body.Msg, NoRetry: body.NoRetry}
 	if body.DurationMS != nil && *body.DurationMS > 0 {
 		comp.Duration = time.Duration(*body.DurationMS * float64(time.Millisecond))
 	}

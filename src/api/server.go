@@ -3,6 +3,7 @@
 package api
 
 import (
+	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -21,6 +22,8 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	now     func() time.Time
+	// saveHook replaces saveCode in uploadCode (fuzz tests: parsing without a store).
+	saveHook func(c *gin.Context, st store.CodeSettings, archive io.Reader)
 }
 
 // Options configure NewServer.
@@ -69,6 +72,7 @@ func NewServer(opts Options) (*Server, http.Handler) {
 	}
 
 	s.mountInternal(r, opts.Runner)
+	s.mountTaskInput(r, opts.Runner) // internal_input.go: diego task input
 
 	p := r.Group("/2/projects/:project_id", s.authenticate())
 	p.GET("", s.getProject)

@@ -147,6 +147,9 @@ type Lease struct {
 	// with StatusCancelled.
 	Cancel bool       `json:"cancel"`
 	Task   LeasedTask `json:"task"`
+	// LeaseDuration is how long the API extends a lease per heartbeat (the lease
+	// response's lease_duration_seconds); 0 when the API did not say.
+	LeaseDuration time.Duration `json:"-"`
 }
 
 // LeasedTask is what a runner needs to run a task.
@@ -198,12 +201,19 @@ func (c *RunnerClient) Lease(ctx context.Context, req LeaseRequest) ([]Lease, er
 		body["max_tasks"] = req.MaxTasks
 	}
 	var out struct {
-		Leases []Lease `json:"leases"`
+		Leases        []Lease  `json:"leases"`
+		LeaseDuration *float64 `json:"lease_duration_seconds"`
 	}
 	err := c.call(ctx, call{method: http.MethodPost, path: "/internal/v1/lease", body: body, out: &out,
 		timeout: c.opts.Timeout + req.Wait, retry: retryNever})
 	if err != nil {
 		return nil, err
+	}
+	if out.LeaseDuration != nil && *out.LeaseDuration > 0 {
+		d := time.Duration(*out.LeaseDuration * float64(time.Second))
+		for i := range out.Leases {
+			out.Leases[i].LeaseDuration = d
+		}
 	}
 	return out.Leases, nil
 }
@@ -292,6 +302,9 @@ type CompleteRequest struct {
 	// Msg becomes the task's msg (for error: the last line of stderr).
 	Msg      string        `json:"msg,omitempty"`
 	Duration time.Duration `json:"-"`
+	// NoRetry asks the API not to apply the code's retries policy: retrying cannot help
+	// (the backend refused the code). An API that does not know the flag ignores it.
+	NoRetry bool `json:"no_retry,omitempty"`
 }
 
 // CompleteResponse is the task's recorded end: Status differs from the request's when
@@ -321,6 +334,47 @@ func (c *RunnerClient) Complete(ctx context.Context, taskID string, req Complete
 func (c *RunnerClient) Release(ctx context.Context, taskID, leaseID string) error {
 	return c.call(ctx, call{method: http.MethodPost, path: taskPath(taskID, "release"), body: map[string]string{"lease_id": leaseID},
 		retry: retryAlways})
+}
+
+// InputToken is a task-scoped credential for the task's own container (diego): GET
+// URL+"/payload" and URL+"/config" with `Authorization: Bearer <Token>`.
+type InputToken struct {
+	URL   string `json:"url"`
+	Token string `json:"token"`
+	// BrokerInstance: the task's project was made by the service broker.
+	BrokerInstance bool `json:"broker_instance"`
+}
+
+// InputToken asks for a new input credential for a held task (retried on connection
+// errors and 5xx; a token nobody received is harmless). ErrLeaseLost when the task is no
+// longer this lease's (or was cancelled).
+func (c *RunnerClient) InputToken(ctx context.Context, taskID, leaseID string) (InputToken, error) {
+	var out InputToken
+	err := c.call(ctx, call{method: http.MethodPost, path: taskPath(taskID, "input-token"), body: map[string]string{"lease_id": leaseID},
+		out: &out, retry: retryAlways})
+	if err == nil && (out.URL == "" || out.Token == "") {
+		err = fmt.Errorf("POST %s: the API answered no url or token", taskPath(taskID, "input-token"))
+	}
+	return out, err
+}
+
+// SetLogCursor records how far the backend's own log of the task (Log Cache) has been
+// appended to the task log (call it once those lines were sent). Retried on connection
+// errors and 5xx. ErrLeaseLost when the task is no longer this lease's.
+func (c *RunnerClient) SetLogCursor(ctx context.Context, taskID, leaseID, cursor string) error {
+	return c.call(ctx, call{method: http.MethodPost, path: taskPath(taskID, "log-cursor"),
+		body: map[string]string{"lease_id": leaseID, "cursor": cursor}, retry: retryAlways})
+}
+
+// LogCursor reads the last cursor recorded with SetLogCursor for a task this lease now
+// holds ("" when none).
+func (c *RunnerClient) LogCursor(ctx context.Context, taskID, leaseID string) (string, error) {
+	var out struct {
+		Cursor string `json:"cursor"`
+	}
+	err := c.call(ctx, call{method: http.MethodGet, path: taskPath(taskID, "log-cursor"), query: url.Values{"lease_id": {leaseID}},
+		out: &out, retry: retryAlways})
+	return out.Cursor, err
 }
 
 // Archive is an open code archive download.

@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/base64"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -63,6 +64,11 @@ type RunnerAPI struct {
 	ReaperInterval Duration `json:"reaper_interval"`
 	// MaxLeaseAttempts: a task that never started and lost this many leases ends killed.
 	MaxLeaseAttempts int `json:"max_lease_attempts"`
+	// ExternalURL is this API's base URL as seen from Cloud Foundry app containers
+	// (e.g. https://iron.apps.example.com, the route of iron-api). The diego backend's
+	// CF tasks fetch their payload and config from ExternalURL + /internal/v1/tasks/<id>/input.
+	// Empty: the URL the runner used to reach the API (fine when that is the same route).
+	ExternalURL string `json:"external_url,omitempty"`
 }
 
 type RunnerCredential struct {
@@ -199,6 +205,12 @@ func validateRunner(p *problems, r RunnerAPI) {
 	}
 	if r.MaxLeaseAttempts < 1 {
 		p.add("runner.max_lease_attempts", "must be positive, got %d", r.MaxLeaseAttempts)
+	}
+	if r.ExternalURL != "" {
+		u, err := url.Parse(r.ExternalURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			p.add("runner.external_url", "must be an http(s) URL without query, fragment or credentials, e.g. https://iron.apps.example.com, got %q", r.ExternalURL)
+		}
 	}
 }
 

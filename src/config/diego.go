@@ -22,6 +22,11 @@ type Diego struct {
 	// broker may get a space of their own in Org (created on demand).
 	Org   string `json:"org"`
 	Space string `json:"space"`
+	// ProjectSpacePrefix, when set, runs the tasks of projects made by the service
+	// broker in a space of their own, <prefix><project id> (created on demand in Org),
+	// so that tenants are separated by CF spaces and space quotas; other projects use
+	// Space. Empty: every task runs in Space.
+	ProjectSpacePrefix string `json:"project_space_prefix,omitempty"`
 	// Buildpacks stage zip codes; empty means CF detects one. Stack is the stack to
 	// stage on; empty means CC's default.
 	Buildpacks []string `json:"buildpacks,omitempty"`
@@ -90,6 +95,9 @@ func (d Diego) validate(p *problems, prefix string) {
 	}
 	if strings.TrimSpace(d.Space) == "" {
 		p.add(prefix+".space", "required: the CF space for code apps and tasks")
+	}
+	if d.ProjectSpacePrefix != "" && (strings.TrimSpace(d.ProjectSpacePrefix) != d.ProjectSpacePrefix || len(d.ProjectSpacePrefix) > 64) {
+		p.add(prefix+".project_space_prefix", "at most 64 characters, no leading or trailing space, got %q", d.ProjectSpacePrefix)
 	}
 	for i, b := range d.Buildpacks {
 		if strings.TrimSpace(b) == "" {

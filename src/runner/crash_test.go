@@ -1,6 +1,7 @@
 package runner_test
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"github.com/onsi/gomega/gexec"
+
+	"github.com/ironcf/ironworker-release/src/backend/local"
 )
 
 // The crash test: a real iron-runner process (built with gexec) is killed with SIGKILL
@@ -53,17 +56,27 @@ exec sleep 120`, map[string]any{"retries": 1, "retries_delay": 0})
 		DeferCleanup(func() { syscall.Kill(-pgid, syscall.SIGKILL) })
 		Eventually(func() string { return e.log(id) }, 30*time.Second, 100*time.Millisecond).Should(ContainSubstring("first run"))
 
-		// A second runner, in-process, serves the queue from now on.
-		e.startRunner(newLocal(), nil)
+		// A second runner, in-process, serves the queue from now on. It runs on the same
+		// machine as the first and, as runners of one job do, shares its work root.
+		second, err := local.New(local.Config{WorkRoot: filepath.Join(dir, "work"), KillGrace: time.Second, MemoryLimiter: "none"})
+		Expect(err).NotTo(HaveOccurred())
+		e.startRunner(second, nil)
 
 		session.Kill() // SIGKILL
 		Eventually(session, 10*time.Second).Should(gexec.Exit())
 		Eventually(e.status(id), 30*time.Second, 100*time.Millisecond).Should(Equal("killed"))
 		Eventually(func() bool { return alive(pgid) }, 30*time.Second, 100*time.Millisecond).Should(BeFalse(),
 			"the task's main process dies with its runner")
-		// Known local backend limitation: only the main process gets Pdeathsig; what it
-		// spawned (here the worker script's sleep) outlives a SIGKILLed runner, and Cancel
-		// of a Gone ref does not signal the orphaned process group.
+		// Only the main process gets Pdeathsig; what it spawned (here the worker script's
+		// sleep, whose pid is in the marker) outlives the SIGKILLed runner until the
+		// runner that takes the task over finds it Gone and Cancels the ref, which stops
+		// every process carrying the task's TASK_DIR marker.
+		Eventually(func() bool { return alive(pid) }, 30*time.Second, 100*time.Millisecond).Should(BeFalse(),
+			"the worker's child (sleep) is stopped by the adopting runner's Cancel")
+		Eventually(func() bool { return groupAlive(pgid) }, 30*time.Second, 100*time.Millisecond).Should(BeFalse(),
+			"no process of the task's process group survives")
+		Eventually(func() []int { return markedProcesses(filepath.Join(dir, "work")) }, 30*time.Second, 100*time.Millisecond).Should(BeEmpty(),
+			"no process with the task's TASK_DIR marker survives")
 
 		Eventually(e.status(id), 30*time.Second, 100*time.Millisecond).Should(Equal("killed"))
 		t := e.task(id)
@@ -154,3 +167,22 @@ var _ = Describe("the iron-runner binary", func() {
 		Expect(string(session.Err.Contents())).To(And(ContainSubstring("credential.secret"), ContainSubstring("backend.local.work_dir")))
 	})
 })
+
+// markedProcesses lists live processes whose environment has a TASK_DIR under workRoot.
+func markedProcesses(workRoot string) []int {
+	prefix := []byte("\x00TASK_DIR=" + workRoot + "/")
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, ent := range entries {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + ent.Name() + "/environ")
+		if err != nil || !bytes.Contains(append([]byte{0}, env...), prefix) || !alive(pid) {
+			continue
+		}
+		pids = append(pids, pid)
+	}
+	return pids
+}

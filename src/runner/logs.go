@@ -35,11 +35,38 @@ type logForwarder struct {
 	stop chan struct{}
 	done chan struct{}
 	ctx  context.Context
+
+	// sendCursor, when set (before any output), records a backend log cursor once the
+	// output before it was sent (see LogCursor).
+	sendCursor func(ctx context.Context, cursor string) error
 }
 
 type logChunk struct {
 	stream string
 	data   []byte
+}
+
+// cursorMark is the stream of a chunk that is not output but a backend log cursor.
+const cursorMark = "\x00cursor"
+
+// LogCursor implements the diego backend's CursorSink: the cursor covers the output
+// written so far. It is queued behind that output and recorded through the API once
+// the output was sent, so that a runner adopting the task resumes the backend's log
+// there (nothing stored twice; a crash between the two costs a few repeated lines).
+func (f *logForwarder) LogCursor(cursor string) {
+	if f.sendCursor == nil || cursor == "" {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.lost {
+		return
+	}
+	if n := len(f.chunks); n > 0 && f.chunks[n-1].stream == cursorMark {
+		f.chunks[n-1].data = []byte(cursor)
+		return
+	}
+	f.chunks = append(f.chunks, logChunk{stream: cursorMark, data: []byte(cursor)})
 }
 
 func newLogForwarder(ctx context.Context, send func(ctx context.Context, stream string, data []byte) error,
@@ -109,13 +136,37 @@ func (f *logForwarder) flush() {
 		chunks = append(chunks, logChunk{stream: client.Stderr,
 			data: fmt.Appendf(nil, "\n[iron-runner: %d bytes of output dropped because the API did not keep up]\n", dropped)})
 	}
+	cursor := ""
 	for _, c := range chunks {
+		if c.stream == cursorMark {
+			cursor = string(c.data)
+			continue
+		}
 		for off := 0; off < len(c.data); off += f.batch {
 			end := min(off+f.batch, len(c.data))
 			if !f.sendOne(c.stream, c.data[off:end]) {
 				return
 			}
 		}
+	}
+	if cursor != "" {
+		f.recordCursor(cursor)
+	}
+}
+
+func (f *logForwarder) recordCursor(cursor string) {
+	f.mu.Lock()
+	lost := f.lost
+	f.mu.Unlock()
+	if lost {
+		return
+	}
+	if err := f.sendCursor(f.ctx, cursor); err != nil {
+		if errors.Is(err, client.ErrLeaseLost) {
+			f.markLost()
+			return
+		}
+		f.log.Warn("could not record the task's log cursor", "error", err.Error())
 	}
 }
 

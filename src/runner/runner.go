@@ -10,8 +10,14 @@
 //     `killed` with a msg saying the runner shut down, so the code's retry policy
 //     applies at once instead of after a lease expiry;
 //   - adoptable (diego): the runner only stops watching and heartbeating; the task keeps
-//     running, its lease expires and the API's reaper queues it for adoption by another
-//     runner (Lease.Adopt), which follows it to the end.
+//     running and is handed back at once (POST .../release, after its backend ref was
+//     reported), queued for adoption by another runner (Lease.Adopt), which follows it to
+//     the end; if the release fails, the lease expires and the API's reaper does the same.
+//
+// Backends whose tasks run away from the runner (diego, see remote.go) get a task-scoped
+// input credential from the API before Start (Spec.InputURL/InputToken), FirstLease on a
+// task's first lease, the project's space (Options.SpaceFor), and their log cursors
+// recorded through the API so that an adopting runner resumes the task's log there.
 //
 // Adoption (Lease.Adopt with a BackendRef): Status decides — Running: Attach and follow
 // it like a started task (its timeout counts from the task's start_time); Exited: report
@@ -84,6 +90,15 @@ type Options struct {
 	// runner enforces the timeout itself. Default 5s.
 	TimeoutGrace time.Duration
 	Logger       *slog.Logger
+
+	// TaskInput makes the runner ask the API for a task-scoped input credential before
+	// Start (Spec.InputURL/InputToken), for backends whose tasks fetch their payload and
+	// config themselves; default true for the diego backend. The Client must implement
+	// InputToken (*client.RunnerClient does).
+	TaskInput *bool
+	// SpaceFor names the CF space of a task's project (Spec.Space); brokerInstance tells
+	// whether the service broker made the project. Nil or "" means the backend's default.
+	SpaceFor func(projectID string, brokerInstance bool) string
 }
 
 // Runner runs leased tasks on a backend.

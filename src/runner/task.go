@@ -25,6 +25,8 @@ type taskRun struct {
 	mu           sync.Mutex
 	ref          backend.Ref
 	lostFinished bool // the 409 said the task had already ended
+	refReported  bool // a heartbeat carrying ref succeeded
+	handedBack   bool // the drain left the task running for another runner
 
 	hbKick     chan struct{}
 	hbStop     chan struct{}
@@ -45,6 +47,8 @@ type outcome struct {
 	status   string
 	exitCode *int
 	msg      string
+	// noRetry: retrying cannot help (the backend refused the code).
+	noRetry bool
 }
 
 func (t *taskRun) run() {
@@ -55,6 +59,7 @@ func (t *taskRun) run() {
 	t.fwd = newLogForwarder(ctx, func(ctx context.Context, stream string, data []byte) error {
 		return r.cl.AppendLog(ctx, l.Task.ID, l.LeaseID, stream, data)
 	}, t.log, r.metrics, r.opts.LogFlushInterval, r.opts.LogBatchBytes, r.opts.LogBufferBytes)
+	t.setupLogCursor()
 	t.hbKick = make(chan struct{}, 1)
 	t.hbStop = make(chan struct{})
 	t.hbDone = make(chan struct{})
@@ -95,12 +100,17 @@ func (t *taskRun) run() {
 	} else {
 		r.metrics.leases.WithLabelValues("start").Inc()
 		t.log.Debug("starting task")
+		spec, ok := t.remoteSpec(ctx, t.spec())
+		if !ok {
+			t.abandon()
+			return
+		}
 		var err error
-		ref, err = r.be.Start(ctx, t.spec(), t.fwd)
+		ref, err = r.be.Start(ctx, spec, t.fwd)
 		if err != nil {
 			if errors.Is(err, backend.ErrUnsupportedCode) || errors.Is(err, backend.ErrBadCode) {
 				t.log.Info("the backend refused the code", "error", err.Error())
-				t.finish(ctx, outcome{status: client.StatusError, msg: err.Error()})
+				t.finish(ctx, outcome{status: client.StatusError, msg: err.Error(), noRetry: true})
 				return
 			}
 			r.metrics.backendErrors.WithLabelValues("start").Inc()
@@ -120,6 +130,12 @@ func (t *taskRun) run() {
 	res, handedOver := t.follow(ctx, ref, timeout)
 	if handedOver {
 		t.abandon()
+		t.mu.Lock()
+		back := t.handedBack
+		t.mu.Unlock()
+		if back {
+			t.releaseLease(ctx, ref)
+		}
 		return
 	}
 	t.finish(ctx, res)
@@ -209,7 +225,7 @@ func (t *taskRun) adopt(ctx context.Context) (backend.Ref, *outcome, bool) {
 		t.cancelBackend(ref) // cleans up what it left behind
 		return ref, &outcome{status: client.StatusKilled, msg: "The task was lost with its runner: " + st.Detail}, false
 	}
-	if err := r.be.Attach(ctx, ref, t.fwd); err != nil {
+	if err := t.attach(ctx, ref); err != nil {
 		switch {
 		case errors.Is(err, backend.ErrGone):
 			t.cancelBackend(ref)
@@ -292,6 +308,9 @@ func (t *taskRun) follow(ctx context.Context, ref backend.Ref, timeout time.Dura
 			handBack = nil
 			if r.adoptable {
 				t.log.Info("drain: leaving the task running for another runner to adopt")
+				t.mu.Lock()
+				t.handedBack = true
+				t.mu.Unlock()
 				return outcome{}, true
 			}
 			if why == "" {
@@ -375,7 +394,7 @@ func (t *taskRun) finish(ctx context.Context, o outcome) {
 	}
 	// Complete is idempotent: keep trying (and heartbeating, so that the reaper does not
 	// take the task meanwhile) while the API is unreachable, for a while.
-	req := client.CompleteRequest{LeaseID: l.LeaseID, Status: o.status, ExitCode: o.exitCode, Msg: o.msg, Duration: dur}
+	req := client.CompleteRequest{LeaseID: l.LeaseID, Status: o.status, ExitCode: o.exitCode, Msg: o.msg, Duration: dur, NoRetry: o.noRetry}
 	var (
 		resp client.CompleteResponse
 		err  error
@@ -480,6 +499,11 @@ func (t *taskRun) heartbeats(ctx context.Context) {
 		next := t.hbInterval(resp.ExpiresAt)
 		switch {
 		case err == nil:
+			if ref != "" {
+				t.mu.Lock()
+				t.refReported = true
+				t.mu.Unlock()
+			}
 			if resp.Cancel {
 				t.cancelOnce.Do(func() { close(t.cancelCh) })
 			}
@@ -508,6 +532,9 @@ func (t *taskRun) heartbeats(ctx context.Context) {
 // that is sooner.
 func (t *taskRun) hbInterval(expires time.Time) time.Duration {
 	d := t.r.opts.HeartbeatInterval
+	if ld := t.lease.LeaseDuration; ld > 0 && ld/3 < d {
+		d = ld / 3
+	}
 	if !expires.IsZero() {
 		if rem := time.Until(expires) / 3; rem < d {
 			d = rem

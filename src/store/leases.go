@@ -975,6 +975,9 @@ type Completion struct {
 	Msg string
 	// Duration is the run time the runner measured; 0 when unknown.
 	Duration time.Duration
+	// NoRetry skips the code's retry policy: the code itself cannot run (a bad zip, an
+	// image on a backend without images), so a retry would fail the same way.
+	NoRetry bool
 }
 
 // CompleteResult is the task's final state.
@@ -1037,7 +1040,7 @@ func (s *Store) CompleteTask(ctx context.Context, taskID, leaseID string, c Comp
 			return fmt.Errorf("finish task: %w", err)
 		}
 		res = CompleteResult{Status: c.Status}
-		if retryStatus(c.Status) {
+		if retryStatus(c.Status) && !c.NoRetry {
 			if res.RetryTaskID, err = s.applyRetryPolicy(ctx, tx, projectID, taskID, revisionID); err != nil {
 				return err
 			}

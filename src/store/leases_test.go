@@ -386,6 +386,16 @@ var _ = Describe("Leases (store)", func() {
 		Expect(res).To(Equal(store.CompleteResult{Status: "error"}))
 	})
 
+	It("does not retry a task completed with no_retry (the code itself cannot run)", func() {
+		code := newCode(store.CodeSettings{Retries: 3})
+		queue(code.Name, 1)
+		l := lease(1)[0]
+		res, err := st.CompleteTask(ctx, l.Task.ID, l.LeaseID, store.Completion{Status: "error", Msg: "bad zip", NoRetry: true})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(res).To(Equal(store.CompleteResult{Status: "error"}))
+		Expect(lease(1)).To(BeEmpty())
+	})
+
 	It("sets the retry's run_at retries_delay later", func() {
 		code := newCode(store.CodeSettings{Retries: 1, RetriesDelay: 600})
 		queue(code.Name, 1)

@@ -5,7 +5,8 @@
 // Each code revision becomes one CF app that is staged but never started: a Docker-image
 // code gets a docker-lifecycle app (the diego_docker feature flag must be on), a zip
 // code a buildpack app whose uploaded bits are staged into a droplet. App guids are kept
-// in an AppCache (PostgreSQL in the runner) and re-created when deleted behind our back.
+// in an AppCache (in memory in iron-runner: a cold cache re-finds an app by its name,
+// which is derived from the code revision) and re-created when deleted behind our back.
 //
 // Each IronWorker task becomes one CF task on its code's app, named <prefix>-<task id>.
 // CF tasks take no environment of their own and a command of at most 4096 characters,
@@ -38,6 +39,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	logcache "code.cloudfoundry.org/go-log-cache/v3"
@@ -49,9 +51,10 @@ import (
 	"github.com/ironcf/ironworker-release/src/config"
 )
 
-// AppCache remembers the CF app of each code revision. The runner backs it with
-// PostgreSQL; MemoryAppCache is for tests and single-process use. Keys are
-// CodeRevisionKey values.
+// AppCache remembers the CF app of each code revision. iron-runner uses a
+// MemoryAppCache (it has no database; on a miss ensureApp finds the app by name, one CC
+// list call per code revision and process); a shared implementation would only save
+// that call. Keys are CodeRevisionKey values.
 type AppCache interface {
 	// Get returns the app guid cached for a code revision; ok is false when none is.
 	Get(ctx context.Context, codeRevision string) (appGUID string, ok bool, err error)
@@ -115,6 +118,8 @@ type Backend struct {
 	log            *slog.Logger
 	cf             *client.Client
 	lc             *logcache.Client
+	lcInit         sync.Mutex  // see lcRead
+	lcReady        atomic.Bool // see lcRead
 	requestTimeout time.Duration
 	poll           time.Duration
 	orgGUID        string

@@ -297,7 +297,7 @@ const logPage = 1000
 func (b *Backend) readLogs(f *follow) error {
 	for range 100 {
 		ctx, cancel := context.WithTimeout(context.Background(), b.requestTimeout)
-		envs, err := b.lc.Read(ctx, f.app, time.Unix(0, f.cursor),
+		envs, err := b.lcRead(ctx, f.app, time.Unix(0, f.cursor),
 			logcache.WithEnvelopeTypes(logcache_v1.EnvelopeType_LOG), logcache.WithLimit(logPage))
 		cancel()
 		if err != nil {
@@ -596,4 +596,20 @@ func (b *Backend) Cancel(ctx context.Context, ref backend.Ref) error {
 		case <-tm.C:
 		}
 	}
+}
+
+// lcRead is Log Cache's Read. go-log-cache discovers its API path lazily on the first
+// Read and caches it in an unguarded field, so Reads are serialised until one has
+// succeeded (the path is known from then on) and concurrent after that.
+func (b *Backend) lcRead(ctx context.Context, sourceID string, start time.Time, opts ...logcache.ReadOption) ([]*loggregator_v2.Envelope, error) {
+	if !b.lcReady.Load() {
+		b.lcInit.Lock()
+		defer b.lcInit.Unlock()
+		envs, err := b.lc.Read(ctx, sourceID, start, opts...)
+		if err == nil {
+			b.lcReady.Store(true)
+		}
+		return envs, err
+	}
+	return b.lc.Read(ctx, sourceID, start, opts...)
 }

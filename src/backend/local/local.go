@@ -612,6 +612,15 @@ func (b *Backend) cancelForeign(ctx context.Context, pr procRef) error {
 		return nil // nothing of it can exist on this machine
 	}
 	if !b.ownsDir(pr.Dir) {
+		// A runner on this machine with another work root started it (e.g. a second
+		// runner job, or a runner whose work_dir changed). Its processes still carry the
+		// exact marker TASK_DIR=<its directory>, which only that task's processes have:
+		// stop them (the leader died with its runner; what it spawned did not), but
+		// leave the directory alone, since a Ref must never make us delete anything
+		// outside our own work root.
+		if filepath.IsAbs(pr.Dir) && filepath.Clean(pr.Dir) == pr.Dir && taskIDPattern.MatchString(filepath.Base(pr.Dir)) {
+			b.killMarked(ctx, pr.Dir)
+		}
 		return fmt.Errorf("local backend: reference names directory %q outside the work root %s", pr.Dir, b.cfg.WorkRoot)
 	}
 	if alive, _ := pr.leaderAlive(); alive {
@@ -643,4 +652,23 @@ func (b *Backend) cancelForeign(ctx context.Context, pr procRef) error {
 		}
 	}
 	return nil
+}
+
+// killMarked stops every process carrying dir's task marker: SIGTERM, then SIGKILL after
+// the kill grace.
+func (b *Backend) killMarked(ctx context.Context, dir string) {
+	pids := taskProcesses(dir)
+	if len(pids) == 0 {
+		return
+	}
+	signalAll(pids, syscall.SIGTERM)
+	deadline := time.Now().Add(b.cfg.KillGrace)
+	for time.Now().Before(deadline) && len(taskProcesses(dir)) > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	signalAll(taskProcesses(dir), syscall.SIGKILL)
 }

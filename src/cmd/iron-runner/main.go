@@ -70,7 +70,7 @@ func run(args []string) error {
 		Client: cl, Backend: be, RunnerID: cfg.RunnerID, Slots: cfg.Slots, LeaseBatch: cfg.LeaseBatch,
 		LeaseWait: cfg.LeaseWait.Std(), HeartbeatInterval: cfg.HeartbeatInterval.Std(), DrainTimeout: drainTimeout(cfg),
 		LogFlushInterval: cfg.Logs.FlushInterval.Std(), LogBatchBytes: cfg.Logs.BatchBytes, LogBufferBytes: cfg.Logs.BufferBytes,
-		Logger: log,
+		Logger: log, SpaceFor: spaceFor(cfg),
 	})
 	if err != nil {
 		return err
@@ -109,6 +109,20 @@ func drainTimeout(cfg config.Runner) time.Duration {
 	return -1
 }
 
+// spaceFor is the diego backend's per-project space policy (backend.diego.project_space_prefix).
+func spaceFor(cfg config.Runner) func(projectID string, brokerInstance bool) string {
+	if cfg.Backend.Type != "diego" || cfg.Backend.Diego == nil || cfg.Backend.Diego.ProjectSpacePrefix == "" {
+		return nil
+	}
+	prefix := cfg.Backend.Diego.ProjectSpacePrefix
+	return func(projectID string, brokerInstance bool) string {
+		if !brokerInstance || projectID == "" {
+			return ""
+		}
+		return prefix + projectID
+	}
+}
+
 func newBackend(ctx context.Context, cfg config.Runner, log *slog.Logger) (backend.Backend, func(), error) {
 	switch cfg.Backend.Type {
 	case "local":
@@ -124,7 +138,10 @@ func newBackend(ctx context.Context, cfg config.Runner, log *slog.Logger) (backe
 	case "noop":
 		return noop.New(), func() {}, nil
 	case "diego":
-		b, err := diego.New(ctx, *cfg.Backend.Diego, diego.Options{Logger: log.With("component", "diego")})
+		// The app cache is per process, in memory: the runner has no database, and a cold
+		// cache costs one app lookup by name (plus one droplet check) per code revision,
+		// since apps are named after their revision (diego's appName) and re-found in CF.
+		b, err := diego.New(ctx, *cfg.Backend.Diego, diego.Options{Logger: log.With("component", "diego"), AppCache: diego.NewMemoryAppCache()})
 		if err != nil {
 			return nil, nil, err
 		}

@@ -28,10 +28,22 @@ import (
 	"github.com/ironcf/ironworker-release/src/runner"
 )
 
+var (
+	diegoTasks = flag.Int("diego-tasks", 40, "tasks per round of the diego backend's Cloud Controller request count (0: skip)")
+	diegoSlots = flag.Int("diego-slots", 20, "runner slots of the diego run")
+	diegoPoll  = flag.Duration("diego-poll", 500*time.Millisecond, "poll interval of the diego run")
+)
+
 func main() {
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
+	}
+	if *diegoTasks > 0 {
+		if err := runDiego(*diegoTasks, *diegoSlots, *diegoPoll); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: diego:", err)
+			os.Exit(1)
+		}
 	}
 }
 
