@@ -52,6 +52,10 @@ var _ = Describe("compiling the release tarball like a BOSH compilation VM", Lab
 		}
 	})
 
+	It("runs a local deployment (use-local-backend): iron-api and iron-runner from their rendered bpm configs, and the smoke-tests errand passes against them", func() {
+		localDeployment(bin)
+	})
+
 	It("runs the compiled iron-api from its rendered bpm config, and the post-start health gate passes", func() {
 		dbURL := throwawayDatabase()
 

@@ -128,6 +128,8 @@ func interpolate(c deploymentCase) (deploymentManifest, []byte, error) {
 			vars = append(vars, v)
 		}
 	}
+	// The operator's own variables (system domain, cf-deployment's NATS client certificate).
+	vars = append([]string{filepath.Join(repoRoot, "manifests", "example-vars.yml")}, vars...)
 	for _, v := range c.Extra {
 		vars = append(vars, filepath.Join(repoRoot, v))
 	}
@@ -155,6 +157,19 @@ var externalProviders = map[string]externalProvider{
 	"postgres/postgres": {Link: "postgres", Type: "database", Properties: map[string]any{
 		"databases.port": 5432, "databases.databases": nil, "databases.roles": nil, "databases.tls.ca": "",
 	}},
+}
+
+// Links the manifests consume from other deployments (`consumes: {x: {from: L, deployment:
+// D}}`), keyed D/L, as those deployments provide them (cf-deployment's nats-tls: the
+// nats-release spec's provided properties).
+var crossDeploymentProviders = map[string]struct {
+	Type   string
+	Group  instanceGroup
+	Deploy string
+	Props  map[string]any
+}{
+	"cf/nats-tls": {Type: "nats-tls", Group: instanceGroup{Name: "nats", Instances: 2, AZs: []string{"z1", "z2"}}, Deploy: "cf",
+		Props: map[string]any{"nats": map[string]any{"user": "nats", "password": "nats-secret", "hostname": "nats.service.cf.internal", "port": 4224}}},
 }
 
 type provider struct {
@@ -257,7 +272,18 @@ func resolveLinks(m deploymentManifest, j manifestJob, spec boshtool.JobSpec) (m
 		if explicit && cfg == nil {
 			continue // consumes: {name: nil}
 		}
+		if d, ok := cfg["deployment"].(string); ok && d != m.Name {
+			from, _ := cfg["from"].(string)
+			x, ok := crossDeploymentProviders[d+"/"+from]
+			if !ok || x.Type != c.Type {
+				return nil, fmt.Errorf("job %s consumes %s from deployment %s link %s (type %s), which the tests know no provider for", j.Name, c.Name, d, from, c.Type)
+			}
+			candidates = append(candidates, provider{Group: x.Group, Props: x.Props, Deploy: x.Deploy, Type: x.Type, Alias: from, External: true})
+		}
 		for _, p := range ps {
+			if _, cross := cfg["deployment"].(string); cross && cfg["deployment"] != m.Name {
+				break
+			}
 			if p.Type != c.Type {
 				continue
 			}

@@ -1,6 +1,7 @@
 package release_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"maps"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -21,17 +23,35 @@ import (
 // configLoaders are the binaries' own config loaders, by job. Every job that renders
 // config/config.yml must have one here.
 var configLoaders = map[string]func(path string) error{
-	"iron-api": func(p string) error { _, err := config.LoadAPI(p); return err },
+	"iron-api":         func(p string) error { _, err := config.LoadAPI(p); return err },
+	"iron-runner":      func(p string) error { _, err := config.LoadRunner(p); return err },
+	"iron-registrar":   func(p string) error { _, err := config.LoadRegistrar(p); return err },
+	"iron-deregistrar": func(p string) error { _, err := config.LoadRegistrar(p); return err },
+	"smoke-tests":      func(p string) error { _, err := config.LoadSmokeTests(p); return err },
 }
 
 // configTypes are the structs the config templates render, for the drift check.
 var configTypes = map[string]reflect.Type{
-	"iron-api": reflect.TypeOf(config.API{}),
+	"iron-api":         reflect.TypeOf(config.API{}),
+	"iron-runner":      reflect.TypeOf(config.Runner{}),
+	"iron-registrar":   reflect.TypeOf(config.Registrar{}),
+	"iron-deregistrar": reflect.TypeOf(config.Registrar{}),
+	"smoke-tests":      reflect.TypeOf(config.SmokeTests{}),
+}
+
+// registrarExtras are the iron-registrar/iron-deregistrar properties no manifest case sets.
+var registrarExtras = map[string]map[string]any{
+	"plan visibility by plan and a space quota for the diego space": {"marketplace": map[string]any{
+		"plans": []any{map[string]any{"name": "standard", "visibility": "organization", "orgs": []any{"team-a"}}},
+		"diego": map[string]any{"org": "ironworker", "space": "tasks", "space_quota": map[string]any{"name": "ironworker-tasks",
+			"total_memory_in_mb": 65536, "per_process_memory_in_mb": 4096, "total_instances": 100, "per_app_tasks": 50}}}},
 }
 
 // extraPropertyCases render each job with properties that no manifest case sets (a
 // database URL, TLS files, the broker), so that the drift check sees every config key.
 var extraPropertyCases = map[string]map[string]map[string]any{
+	"iron-registrar":   registrarExtras,
+	"iron-deregistrar": registrarExtras,
 	"iron-api": {
 		"database by URL": {"database": map[string]any{"url": "postgres://ironworker:secret@db.example.com:5432/ironworker"}},
 		"TLS database and the broker with a full plan": {
@@ -50,9 +70,9 @@ var extraPropertyCases = map[string]map[string]map[string]any{
 	},
 }
 
-var _ = Describe("job templates", Ordered, func() {
+var _ = Describe("job templates", Ordered, ContinueOnFailure, func() {
 	var rendered []renderedJob
-	var base deploymentManifest
+	var base, withSmokeTests deploymentManifest
 
 	BeforeAll(func() {
 		for _, c := range deploymentCases() {
@@ -141,8 +161,22 @@ var _ = Describe("job templates", Ordered, func() {
 		Expect(c["listen_address"]).To(Equal("0.0.0.0:8080"))
 	})
 
-	It("runs iron-api under bpm with the rendered config and logs where BOSH expects them", func() {
+	It("runs every process under bpm with the rendered config and logs where BOSH expects them", func() {
 		for _, r := range rendered {
+			for name, body := range r.Files {
+				if strings.HasPrefix(name, "bin/") {
+					cmd := exec.Command("bash", "-n")
+					cmd.Stdin = strings.NewReader(body)
+					out, err := cmd.CombinedOutput()
+					Expect(err).NotTo(HaveOccurred(), "%s: %s/%s is not valid bash: %s", r.Case, r.Job, name, out)
+				}
+			}
+			if _, errand := r.Files["bin/run"]; errand {
+				Expect(r.Files).NotTo(HaveKey("config/bpm.yml"), "%s is an errand (bin/run) and runs no process", r.Job)
+				Expect(strings.TrimSpace(r.Files["monit"])).To(BeEmpty(), "%s is an errand: its monit is empty", r.Job)
+				Expect(r.Files["bin/run"]).To(ContainSubstring("/var/vcap/sys/log/"+r.Job+"/"), "%s logs under its log dir", r.Job)
+				continue
+			}
 			var bpm struct {
 				Processes []struct {
 					Name       string   `json:"name"`
@@ -163,19 +197,137 @@ var _ = Describe("job templates", Ordered, func() {
 			}
 			Expect(r.Files["monit"]).To(ContainSubstring("/var/vcap/sys/run/bpm/" + r.Job + "/" + r.Job + ".pid"))
 			Expect(r.Files["monit"]).To(ContainSubstring("/var/vcap/jobs/bpm/bin/bpm start " + r.Job))
-			for name, body := range r.Files {
-				if strings.HasPrefix(name, "bin/") {
-					cmd := exec.Command("bash", "-n")
-					cmd.Stdin = strings.NewReader(body)
-					out, err := cmd.CombinedOutput()
-					Expect(err).NotTo(HaveOccurred(), "%s: %s/%s is not valid bash: %s", r.Case, r.Job, name, out)
-				}
-			}
 		}
 		r := findRendered(rendered, "base manifest", "iron-api")
 		Expect(r.Files["bin/post-start"]).To(ContainSubstring("http://127.0.0.1:8080/healthz"))
 		Expect(r.Files["bin/post-start"]).To(ContainSubstring("/var/vcap/sys/log/iron-api/"))
 	})
+
+	It("points iron-runner at the iron-api link with its runner credential, on diego by default", func() {
+		r := findRendered(rendered, "base manifest", "iron-runner")
+		var c config.Runner
+		Expect(yaml.UnmarshalStrict([]byte(r.Files["config/config.yml"]), &c)).To(Succeed())
+		Expect(c.APIURL).To(Equal("http://q-s0.api.default.ironworker.bosh:8080"))
+		Expect(c.Credential.Name).To(Equal("iron-runner"))
+		Expect(c.Credential.Secret).NotTo(BeEmpty())
+		Expect(c.RunnerID).To(Equal("runner/00000000-0000-4000-8000-000000000000"))
+		Expect(c.Backend.Type).To(Equal("diego"))
+		Expect(c.Backend.Diego.APIURL).To(Equal("https://api.sys.example.com"))
+		Expect(c.Slots).To(Equal(10))
+		Expect(r.Files["bin/post-start"]).To(ContainSubstring("http://127.0.0.1:8081/healthz"))
+
+		local := findRendered(rendered, "use-local-backend.yml", "iron-runner")
+		Expect(local.Files["config/config.yml"]).To(ContainSubstring(`"work_dir": "/var/vcap/data/iron-runner/tasks"`))
+		Expect(local.Files["config/config.yml"]).NotTo(ContainSubstring(`"diego"`))
+		tls := findRendered(rendered, "use-tls-for-api.yml", "iron-runner")
+		Expect(tls.Files["config/config.yml"]).To(ContainSubstring(`"api_url": "https://iron.sys.example.com"`))
+	})
+
+	It("drains iron-runner and iron-registrar by SIGTERM, printing only an integer", func() {
+		for _, job := range []string{"iron-runner", "iron-registrar"} {
+			r := findRendered(rendered, "base manifest", job)
+			root := GinkgoT().TempDir()
+			script := strings.ReplaceAll(r.Files["bin/drain"], "/var/vcap/", root+"/")
+			script = strings.ReplaceAll(script, "sleep 2\n", "\n")
+			// The process, as bpm runs it, with bpm's pidfile.
+			proc := exec.Command("sleep", "300")
+			Expect(proc.Start()).To(Succeed())
+			done := make(chan error, 1)
+			go func() { done <- proc.Wait() }()
+			pidfile := filepath.Join(root, "sys", "run", "bpm", job, job+".pid")
+			Expect(os.MkdirAll(filepath.Dir(pidfile), 0o755)).To(Succeed())
+			Expect(os.WriteFile(pidfile, []byte(strconv.Itoa(proc.Process.Pid)), 0o644)).To(Succeed())
+			cmd := exec.Command("bash", "-c", script, "drain", "job_shutdown", "hash_unchanged")
+			var stdout bytes.Buffer
+			cmd.Stdout = &stdout
+			Expect(cmd.Run()).To(Succeed())
+			Expect(stdout.String()).To(Equal("0\n"), "%s drain printed more than an integer", job)
+			Eventually(done).Should(Receive(), "%s drain should have sent SIGTERM", job)
+			logged, err := os.ReadFile(filepath.Join(root, "sys", "log", job, "drain.log"))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(string(logged)).To(ContainSubstring("drained"))
+			// Not running: still only 0.
+			stdout.Reset()
+			cmd = exec.Command("bash", "-c", script, "drain", "job_shutdown", "hash_unchanged")
+			cmd.Stdout = &stdout
+			Expect(cmd.Run()).To(Succeed())
+			Expect(stdout.String()).To(Equal("0\n"))
+		}
+		Expect(findRendered(rendered, "set-runner-concurrency.yml", "iron-runner").Files["bin/drain"]).To(ContainSubstring("waiting up to 330s"))
+	})
+
+	It("wires NATS from cf-deployment's nats-tls link and the iron-api link into iron-registrar; the deregistrar errand renders the same config", func() {
+		r := findRendered(rendered, "base manifest", "iron-registrar")
+		var c config.Registrar
+		Expect(yaml.UnmarshalStrict([]byte(r.Files["config/config.yml"]), &c)).To(Succeed())
+		Expect(c.Routes.NATS.Servers).To(Equal([]string{"nats.service.cf.internal:4224"}))
+		Expect(c.Routes.NATS.User).To(Equal("nats"))
+		Expect(c.Routes.NATS.TLS.Enabled).To(BeTrue())
+		Expect(c.Routes.NATS.TLS.ClientCert).To(ContainSubstring("BEGIN CERTIFICATE"))
+		Expect(c.Routes.Host).To(Equal("10.0.16.10"))
+		Expect(c.Routes.Port).To(Equal(8080))
+		Expect(c.Routes.URIs).To(Equal([]string{"iron.sys.example.com"}))
+		Expect(c.Routes.PrivateInstanceID).To(Equal("00000000-0000-4000-8000-000000000000"))
+		Expect(c.Marketplace.Broker.URL).To(Equal("https://iron.sys.example.com"))
+		Expect(c.Marketplace.Broker.Username).To(Equal("ironworker-broker"))
+		Expect(c.CF.APIURL).To(Equal("https://api.sys.example.com"))
+		d := findRendered(rendered, "base manifest", "iron-deregistrar")
+		Expect(d.Files["config/config.yml"]).To(Equal(r.Files["config/config.yml"]))
+		Expect(d.Files["bin/run"]).To(ContainSubstring("iron-registrar deregister"))
+		Expect(d.Files["bin/run"]).NotTo(ContainSubstring("config.yml --purge"))
+		g, j := findJob(base, "iron-deregistrar")
+		j.Properties = deepMerge(j.Properties, map[string]any{"purge": true})
+		purged, err := renderJob(base, g, j)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(purged["bin/run"]).To(ContainSubstring("config.yml --purge"))
+
+		off := findRendered(rendered, "disable-route-registration.yml", "iron-registrar")
+		Expect(off.Files["config/config.yml"]).To(ContainSubstring(`"url": "https://ironworker.example.com"`))
+		Expect(off.Files["bin/drain"]).NotTo(ContainSubstring("sleep 2"))
+		orgs := findRendered(rendered, "enable-service-access-for-orgs.yml", "iron-deregistrar")
+		Expect(orgs.Files["config/config.yml"]).To(ContainSubstring(`"default_visibility": "organization"`))
+	})
+
+	It("points the smoke-tests errand at the broker through the iron-api link", func() {
+		r := findRendered(rendered, "add-smoke-tests.yml", "smoke-tests")
+		var c config.SmokeTests
+		Expect(yaml.UnmarshalStrict([]byte(r.Files["config/config.yml"]), &c)).To(Succeed())
+		Expect(c.Broker.URL).To(Equal("http://q-s0.api.default.ironworker.bosh:8080"))
+		Expect(c.Broker.Password).NotTo(BeEmpty())
+		Expect(r.Files["bin/run"]).To(ContainSubstring("/var/vcap/packages/ironworker/bin/smoke-tests --config /var/vcap/jobs/smoke-tests/config/config.yml"))
+	})
+
+	DescribeTable("refuses bad iron-runner, iron-registrar and smoke-tests values, naming the property",
+		func(job string, props map[string]any, message string) {
+			if withSmokeTests.Name == "" {
+				var err error
+				withSmokeTests, _, err = interpolate(deploymentCase{Name: "add-smoke-tests.yml", Ops: []string{"add-smoke-tests.yml"}})
+				Expect(err).NotTo(HaveOccurred())
+			}
+			m := withSmokeTests
+			g, j := findJob(m, job)
+			j.Properties = deepMerge(j.Properties, props)
+			files, err := renderJob(m, g, j)
+			if err == nil {
+				path := filepath.Join(GinkgoT().TempDir(), "config.yml")
+				Expect(os.WriteFile(path, []byte(files["config/config.yml"]), 0o600)).To(Succeed())
+				err = configLoaders[job](path)
+			}
+			Expect(err).To(HaveOccurred())
+			Expect(err.Error()).To(ContainSubstring(message))
+		},
+		Entry("runner: non-integer slots", "iron-runner", map[string]any{"slots": "many"}, `iron-runner: property slots must be an integer, got "many"`),
+		Entry("runner: too many slots (the loader)", "iron-runner", map[string]any{"slots": 5000}, "property slots must be at most 1000"),
+		Entry("runner: a bad drain timeout", "iron-runner", map[string]any{"drain_timeout": "a while"}, "property drain_timeout must be a duration"),
+		Entry("runner: an unknown backend", "iron-runner", map[string]any{"backend": map[string]any{"type": "k8s"}}, "property backend.type must be local, diego or noop"),
+		Entry("runner: diego without a client", "iron-runner", map[string]any{"backend": map[string]any{"diego": map[string]any{"client_id": ""}}}, "property backend.diego.client_id is required"),
+		Entry("runner: a bad memory limiter (the loader)", "iron-runner", map[string]any{"backend": map[string]any{"type": "local", "local": map[string]any{"memory_limiter": "magic"}}}, "backend.local.memory_limiter"),
+		Entry("registrar: a non-integer route port", "iron-registrar", map[string]any{"routes": map[string]any{"port": "http"}}, `iron-registrar: property routes.port must be an integer, got "http"`),
+		Entry("registrar: a bad visibility (the loader)", "iron-registrar", map[string]any{"marketplace": map[string]any{"default_visibility": "everyone"}}, "marketplace.default_visibility"),
+		Entry("registrar: a route with a scheme (the loader)", "iron-registrar", map[string]any{"routes": map[string]any{"uris": []any{"https://iron.example.com"}}}, "routes.uris[0]"),
+		Entry("smoke-tests: a bad task timeout", "smoke-tests", map[string]any{"task_timeout": "forever"}, "property task_timeout must be a duration"),
+		Entry("smoke-tests: a bad broker URL (the loader)", "smoke-tests", map[string]any{"broker": map[string]any{"url": "ftp://x"}}, "broker.url"),
+	)
 
 	DescribeTable("refuses bad property values, naming the property",
 		func(props map[string]any, message string) {
