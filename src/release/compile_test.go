@@ -47,7 +47,8 @@ var _ = Describe("compiling the release tarball like a BOSH compilation VM", Lab
 		for _, c := range cmds {
 			exe := filepath.Join(bin, filepath.Base(c))
 			Expect(exe).To(BeAnExistingFile(), "the ironworker package did not build %s", filepath.Base(c))
-			out, _ := exec.Command(exe, "--help").CombinedOutput()
+			out, err := exec.Command(exe, "--help").CombinedOutput()
+			Expect(err).NotTo(HaveOccurred(), "%s --help must exit 0; it printed:\n%s", exe, out)
 			Expect(string(out)).To(ContainSubstring("Usage of "+filepath.Base(c)), "%s --help printed:\n%s", exe, out)
 		}
 	})

@@ -24,18 +24,14 @@ import (
 	"github.com/ironcf/ironworker-release/src/api"
 	"github.com/ironcf/ironworker-release/src/broker"
 	"github.com/ironcf/ironworker-release/src/config"
+	"github.com/ironcf/ironworker-release/src/internal/cli"
 	"github.com/ironcf/ironworker-release/src/reaper"
 	"github.com/ironcf/ironworker-release/src/scheduler"
 	"github.com/ironcf/ironworker-release/src/secrets"
 	"github.com/ironcf/ironworker-release/src/store"
 )
 
-func main() {
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "iron-api:", err)
-		os.Exit(1)
-	}
-}
+func main() { cli.Main("iron-api", run) }
 
 func run(args []string) error {
 	if len(args) >= 2 && args[0] == "admin" {
@@ -60,12 +56,6 @@ func loadConfig(path string) (config.API, error) {
 	return config.LoadAPI(path)
 }
 
-func newLogger(level string) *slog.Logger {
-	var l slog.Level
-	_ = l.UnmarshalText([]byte(level))
-	return slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: l})).With("job", "iron-api")
-}
-
 func openStore(ctx context.Context, cfg config.API, log *slog.Logger) (*store.Store, error) {
 	labelled := map[string]string{}
 	for _, k := range cfg.Encryption.Keys {
@@ -87,7 +77,7 @@ func openStore(ctx context.Context, cfg config.API, log *slog.Logger) (*store.St
 }
 
 func serve(cfg config.API) error {
-	log := newLogger(cfg.LogLevel)
+	log := cli.Logger("iron-api", cfg.LogLevel)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 

@@ -15,24 +15,18 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"github.com/ironcf/ironworker-release/src/config"
+	"github.com/ironcf/ironworker-release/src/internal/cli"
 	"github.com/ironcf/ironworker-release/src/registrar"
 )
 
-func main() {
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "iron-registrar:", err)
-		os.Exit(1)
-	}
-}
+func main() { cli.Main("iron-registrar", run) }
 
 func run(args []string) error {
 	deregister := len(args) > 0 && args[0] == "deregister"
@@ -58,9 +52,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.LogLevel))
-	log := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: level})).With("job", "iron-registrar")
+	log := cli.Logger("iron-registrar", cfg.LogLevel)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -26,15 +25,11 @@ import (
 	"github.com/ironcf/ironworker-release/src/backend/noop"
 	"github.com/ironcf/ironworker-release/src/client"
 	"github.com/ironcf/ironworker-release/src/config"
+	"github.com/ironcf/ironworker-release/src/internal/cli"
 	"github.com/ironcf/ironworker-release/src/runner"
 )
 
-func main() {
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "iron-runner:", err)
-		os.Exit(1)
-	}
-}
+func main() { cli.Main("iron-runner", run) }
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("iron-runner", flag.ContinueOnError)
@@ -49,9 +44,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.LogLevel))
-	log := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: level})).With("job", "iron-runner")
+	log := cli.Logger("iron-runner", cfg.LogLevel)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
