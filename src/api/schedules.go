@@ -239,7 +239,12 @@ func (s *Server) createSchedules(c *gin.Context) {
 	var req struct {
 		Schedules []scheduleIn `json:"schedules"`
 	}
-	if !s.decodeJSON(c, &req) {
+	raw, ok := s.decodeJSONRaw(c, &req)
+	if !ok {
+		return
+	}
+	idem, ok := idempotencyKey(c, "schedules", raw)
+	if !ok {
 		return
 	}
 	if len(req.Schedules) == 0 {
@@ -267,10 +272,11 @@ func (s *Server) createSchedules(c *gin.Context) {
 		}
 		batch = append(batch, ns)
 	}
-	ids, err := s.store.CreateSchedules(c.Request.Context(), projectID(c), batch, now)
-	if quotaExceeded(c, err) || projectGone(c, err) {
+	ids, replay, err := s.store.CreateSchedulesOnce(c.Request.Context(), projectID(c), idem, batch, now)
+	if quotaExceeded(c, err) || projectGone(c, err) || idempotencyMismatch(c, err) {
 		return
 	}
+	markReplay(c, replay)
 	var missing *store.ErrCodeNotFound
 	if errors.As(err, &missing) {
 		abortMsg(c, http.StatusNotFound, codeMissingMsg(missing.Name))

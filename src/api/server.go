@@ -24,6 +24,8 @@ type Server struct {
 	now     func() time.Time
 	// saveHook replaces saveCode in uploadCode (fuzz tests: parsing without a store).
 	saveHook func(c *gin.Context, st store.CodeSettings, archive io.Reader)
+	// taskRate limits task creation per project (limits.go); nil = unlimited.
+	taskRate *taskLimiter
 }
 
 // Options configure NewServer.
@@ -54,12 +56,17 @@ func NewServer(opts Options) (*Server, http.Handler) {
 	}
 	s := &Server{store: opts.Store, limits: opts.Limits, log: logger, now: time.Now}
 	s.metrics = newMetrics(reg, opts.Store)
+	s.taskRate = newTaskLimiter(opts.Limits.TasksPerSecond, opts.Limits.TasksBurst, time.Now)
+	if opts.Store != nil && opts.Limits.MaxTaskLogBytes > 0 {
+		// The runner's log appends store at most this much per task (store/tasklogs_cap.go).
+		opts.Store.SetMaxTaskLogBytes(opts.Limits.MaxTaskLogBytes)
+	}
 
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = true
-	r.Use(s.recoverJSON(), s.observe())
+	r.Use(s.recoverJSON(), s.observe(), s.limitBody())
 	r.NoRoute(func(c *gin.Context) { abortMsg(c, http.StatusNotFound, "Not found") })
 	r.NoMethod(func(c *gin.Context) { abortMsg(c, http.StatusMethodNotAllowed, "Method not allowed") })
 

@@ -192,7 +192,12 @@ func (s *Server) taskBatch(in []taskInput, quotas store.Quotas) ([]store.NewTask
 // queueTasks is POST /tasks: all tasks are queued or none.
 func (s *Server) queueTasks(c *gin.Context) {
 	var body queueTasksBody
-	if !s.decodeJSON(c, &body) {
+	raw, ok := s.decodeJSONRaw(c, &body)
+	if !ok {
+		return
+	}
+	idem, ok := idempotencyKey(c, "tasks", raw)
+	if !ok {
 		return
 	}
 	if e := s.checkTaskCount(len(body.Tasks)); e != nil {
@@ -208,10 +213,14 @@ func (s *Server) queueTasks(c *gin.Context) {
 		abortInput(c, e)
 		return
 	}
-	ids, err := s.store.QueueTasks(c.Request.Context(), projectID(c), batch)
-	if codeNotFound(c, err) || quotaExceeded(c, err) || projectGone(c, err) {
+	if !s.allowTasks(c, len(batch)) {
 		return
 	}
+	ids, replay, err := s.store.QueueTasksOnce(c.Request.Context(), projectID(c), idem, batch)
+	if codeNotFound(c, err) || quotaExceeded(c, err) || projectGone(c, err) || idempotencyMismatch(c, err) {
+		return
+	}
+	markReplay(c, replay)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -274,6 +283,9 @@ func (s *Server) webhook(c *gin.Context) {
 	}
 	if e != nil {
 		abortInput(c, e)
+		return
+	}
+	if !s.allowTasks(c, 1) {
 		return
 	}
 	ids, err := s.store.QueueTasks(c.Request.Context(), projectID(c), []store.NewTask{nt})
@@ -537,6 +549,9 @@ func (s *Server) retryTask(c *gin.Context) {
 		return
 	} else if err != nil {
 		s.fail(c, err)
+		return
+	}
+	if !s.allowTasks(c, 1) {
 		return
 	}
 	newID, err := s.store.RetryTask(c.Request.Context(), projectID(c), id, delay)

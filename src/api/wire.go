@@ -34,23 +34,29 @@ func readBody(c *gin.Context, limit int64) ([]byte, error) {
 // (or only whitespace) leaves out untouched, unknown keys are ignored. It answers the
 // client itself and returns false when the body is unusable.
 func (s *Server) decodeJSON(c *gin.Context, out any) bool {
+	_, ok := s.decodeJSONRaw(c, out)
+	return ok
+}
+
+// decodeJSONRaw is decodeJSON that also returns the raw body (for idempotency hashes).
+func (s *Server) decodeJSONRaw(c *gin.Context, out any) ([]byte, bool) {
 	body, err := readBody(c, s.limits.MaxRequestBytes)
 	if errors.Is(err, errTooLarge) {
 		abortMsg(c, http.StatusRequestEntityTooLarge, fmt.Sprintf("Request body is larger than %d bytes", s.limits.MaxRequestBytes))
-		return false
+		return nil, false
 	}
 	if err != nil {
 		abortMsg(c, http.StatusBadRequest, "Could not read the request body")
-		return false
+		return nil, false
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
-		return true
+		return body, true
 	}
 	if err := json.Unmarshal(body, out); err != nil {
 		abortMsg(c, http.StatusBadRequest, "Invalid JSON: "+jsonErrorText(err))
-		return false
+		return nil, false
 	}
-	return true
+	return body, true
 }
 
 // jsonErrorText turns a decoding error into a message that names the field.

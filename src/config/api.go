@@ -36,6 +36,16 @@ type Limits struct {
 	MaxDelaySeconds           int   `json:"max_delay_seconds"`
 	MaxRetries                int   `json:"max_retries"`
 	MaxTasksPerRequest        int   `json:"max_tasks_per_request"`
+	// MaxTaskLogBytes caps the log kept per task; output beyond it is dropped after a
+	// single truncation note. Default 10 MiB.
+	MaxTaskLogBytes int64 `json:"max_task_log_bytes"`
+	// TasksPerSecond limits task creation per project (POST /tasks, the webhook, retry)
+	// on each API instance: a token bucket refilled at this rate, holding TasksBurst
+	// tasks. Over the limit: 429 with Retry-After. 0 (default) = unlimited.
+	TasksPerSecond float64 `json:"tasks_per_second"`
+	// TasksBurst defaults to the larger of max_tasks_per_request and tasks_per_second,
+	// so that one full batch can always pass.
+	TasksBurst int `json:"tasks_burst"`
 }
 
 // Scheduler controls the schedule firer that every API instance runs; one instance at a
@@ -116,6 +126,13 @@ func (c *API) ApplyDefaults() {
 	setDefault(&l.MaxDelaySeconds, 7*24*3600)
 	setDefault(&l.MaxRetries, 10)
 	setDefault(&l.MaxTasksPerRequest, 1000)
+	setDefault64(&l.MaxTaskLogBytes, 10<<20)
+	if l.TasksPerSecond > 0 && l.TasksBurst == 0 {
+		l.TasksBurst = l.MaxTasksPerRequest
+		if r := int(l.TasksPerSecond); r > l.TasksBurst {
+			l.TasksBurst = r
+		}
+	}
 	if c.Scheduler.Interval == 0 {
 		c.Scheduler.Interval = Duration(time.Second)
 	}
@@ -155,12 +172,19 @@ func (c API) Validate() error {
 		"limits.default_task_timeout_seconds": int64(l.DefaultTaskTimeoutSeconds),
 		"limits.max_delay_seconds":            int64(l.MaxDelaySeconds),
 		"limits.max_tasks_per_request":        int64(l.MaxTasksPerRequest),
+		"limits.max_task_log_bytes":           l.MaxTaskLogBytes,
 		"scheduler.batch_size":                int64(c.Scheduler.BatchSize),
 	}
 	for name, v := range positive {
 		if v < 1 {
 			p.add(name, "must be positive, got %d", v)
 		}
+	}
+	if l.TasksPerSecond < 0 {
+		p.add("limits.tasks_per_second", "must not be negative (0 = unlimited)")
+	}
+	if l.TasksBurst < 0 || (l.TasksPerSecond > 0 && l.TasksBurst < 1) {
+		p.add("limits.tasks_burst", "must be positive when limits.tasks_per_second is set, got %d", l.TasksBurst)
 	}
 	if l.MaxRetries < 0 {
 		p.add("limits.max_retries", "must not be negative")

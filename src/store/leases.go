@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -206,35 +207,36 @@ func (s *Store) leaseOnce(ctx context.Context, req LeaseRequest) ([]LeasedTask, 
 		excludedProjects := []string{} // projects full (or busy in another lease) this time
 		skip := []string{}             // taken here or by another lease; never nil (an SQL array)
 		// First, cancelled tasks that may still run on their backend and that nobody
-		// holds: the runner adopts them only to stop them (Cancel).
-		rows, err := tx.QueryContext(ctx, `SELECT id FROM tasks
-			WHERE status = 'cancelled' AND lease_id IS NULL AND backend_ref IS NOT NULL AND backend_adoptable
-			ORDER BY updated_at LIMIT $1 FOR UPDATE SKIP LOCKED`, req.MaxTasks)
+		// holds: the runner adopts them only to stop them (Cancel); with them, in the
+		// same round trip, the codes and the projects that cannot start tasks now.
+		rows, err := tx.QueryContext(ctx, `SELECT 'cancel', c.id FROM (SELECT id FROM tasks
+				WHERE status = 'cancelled' AND lease_id IS NULL AND backend_ref IS NOT NULL AND backend_adoptable
+				ORDER BY updated_at LIMIT $1 FOR UPDATE SKIP LOCKED) c
+			UNION ALL SELECT 'code', b.* FROM (`+blockedCodes+`) b
+			UNION ALL SELECT 'project', p.* FROM (`+blockedProjects+`) p`, req.MaxTasks)
 		if err != nil {
-			return fmt.Errorf("select cancelled tasks to stop: %w", err)
+			return fmt.Errorf("select cancelled tasks to stop, paused and full codes and projects: %w", err)
 		}
 		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
+			var kind, id string
+			if err := rows.Scan(&kind, &id); err != nil {
 				rows.Close()
-				return fmt.Errorf("select cancelled tasks to stop: %w", err)
+				return fmt.Errorf("select cancelled tasks to stop, paused and full codes and projects: %w", err)
 			}
-			ids = append(ids, id)
-			leaseIDs[id] = NewID()
+			switch kind {
+			case "cancel":
+				ids = append(ids, id)
+				leaseIDs[id] = NewID()
+			case "code":
+				excluded = append(excluded, id)
+			case "project":
+				excludedProjects = append(excludedProjects, id)
+			}
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return fmt.Errorf("select cancelled tasks to stop: %w", err)
+			return fmt.Errorf("select cancelled tasks to stop, paused and full codes and projects: %w", err)
 		}
-		blocked, err := queryIDs(ctx, tx, blockedCodes)
-		if err != nil {
-			return fmt.Errorf("find paused and full codes: %w", err)
-		}
-		excluded = append(excluded, blocked...)
-		if blocked, err = queryIDs(ctx, tx, blockedProjects); err != nil {
-			return fmt.Errorf("find full projects: %w", err)
-		}
-		excludedProjects = append(excludedProjects, blocked...)
 		for round := 0; round < maxLeaseRounds && len(ids) < req.MaxTasks; round++ {
 			r, err := leaseRound(ctx, tx, req.MaxTasks-len(ids), skip, excluded, excludedProjects, room, round == 0)
 			if err != nil {
@@ -370,14 +372,19 @@ func queueCandidates(ctx context.Context, tx *sql.Tx, limit int, excluded, exclu
 		WHERE t.status = 'queued' AND t.priority = %d AND t.run_at <= now() AND NOT (t.id = ANY($2::text[]))
 		ORDER BY t.run_at, t.id LIMIT $3)`
 	const sentinel = `SELECT NULL::text, NULL::text, false, %d, NULL::timestamptz, NULL::text, true WHERE (SELECT count(*) FROM b%d) = $3`
-	fast := `WITH ` + fmt.Sprintf(branch, 2, 2) + `, ` + fmt.Sprintf(branch, 1, 1) + `, ` + fmt.Sprintf(branch, 0, 0) + `
-		SELECT u.id, u.code_id, u.adopt, u.priority, u.run_at, u.project_id, false
-		FROM (SELECT * FROM b2 UNION ALL SELECT * FROM b1 UNION ALL SELECT * FROM b0) u
+	// Of each priority's scan only the first limit eligible rows can be taken, so only
+	// those are sent (not the up to queueScanRows rows scanned).
+	const eligible = `(SELECT u.id, u.code_id, u.adopt, u.priority, u.run_at, u.project_id, false FROM b%d u
 		WHERE u.adopt OR NOT (u.code_id = ANY($1::text[]) OR u.project_id = ANY($4::text[]))
+		ORDER BY u.run_at, u.id LIMIT $5)`
+	fast := `WITH ` + fmt.Sprintf(branch, 2, 2) + `, ` + fmt.Sprintf(branch, 1, 1) + `, ` + fmt.Sprintf(branch, 0, 0) + `
+		` + fmt.Sprintf(eligible, 2) + `
+		UNION ALL ` + fmt.Sprintf(eligible, 1) + `
+		UNION ALL ` + fmt.Sprintf(eligible, 0) + `
 		UNION ALL ` + fmt.Sprintf(sentinel, 2, 2) + `
 		UNION ALL ` + fmt.Sprintf(sentinel, 1, 1) + `
 		UNION ALL ` + fmt.Sprintf(sentinel, 0, 0)
-	rows, err := tx.QueryContext(ctx, fast, pq.Array(excluded), pq.Array(skip), max(queueScanRows, 2*limit), pq.Array(excludedProjects))
+	rows, err := tx.QueryContext(ctx, fast, pq.Array(excluded), pq.Array(skip), max(queueScanRows, 2*limit), pq.Array(excludedProjects), limit)
 	if err != nil {
 		return nil, fmt.Errorf("select queued tasks: %w", err)
 	}
@@ -792,6 +799,15 @@ type HeartbeatResult struct {
 // result carries its expiry, while the holder stops the task),
 // *TaskStateError(ErrTaskFinished).
 func (s *Store) HeartbeatTask(ctx context.Context, taskID, leaseID string, hb Heartbeat, d time.Duration) (HeartbeatResult, error) {
+	// Fast path, batched with concurrent heartbeats (see groupCommit); what it does not
+	// apply goes on below, which tells the reasons apart.
+	req := &heartbeatReq{taskID: taskID, leaseID: leaseID, backendRef: hb.BackendRef, adoptable: hb.Adoptable,
+		running: hb.Running, durationMs: float64(d.Milliseconds()), done: make(chan error, 1)}
+	if err := s.groups().heartbeat.do(ctx, req); err == nil {
+		return HeartbeatResult{Status: req.status, ExpiresAt: req.expiresAt.UTC()}, nil
+	} else if !errors.Is(err, errNotEnded) {
+		return HeartbeatResult{}, fmt.Errorf("heartbeat task %s: %w", taskID, err)
+	}
 	var r HeartbeatResult
 	var ref any
 	if hb.BackendRef != "" {
@@ -855,6 +871,16 @@ func (s *Store) AppendLeasedTaskLog(ctx context.Context, taskID, leaseID string,
 	}
 	if len(data) == 0 {
 		return s.leaseHeld(ctx, taskID, leaseID)
+	}
+	if max := s.maxLogBytes.Load(); max > 0 {
+		ok, err := s.appendCapped(ctx, taskID, leaseID, stream, data, max)
+		if err != nil || ok {
+			return err
+		}
+		if err := s.leaseHeld(ctx, taskID, leaseID); err != nil {
+			return err
+		}
+		return ErrLeaseLost
 	}
 	res, err := s.db.ExecContext(ctx, `INSERT INTO task_log_chunks (task_id, stream, data)
 		SELECT id, $3, $4 FROM tasks WHERE id = $1 AND lease_id = $2`, taskID, leaseID, stream, data)
@@ -995,14 +1021,32 @@ func retryStatus(status string) bool {
 // answers the recorded result. A task the user cancelled stays cancelled (the result
 // says so). For error, timeout and killed it queues a retry task while retry_count is
 // below the revision's retries, run_at retries_delay later, linked both ways, in the
-// same transaction; the queue is notified (a freed max_concurrency slot may let
-// another task run).
+// same transaction; the queue is notified when a retry was queued or the task's code or
+// project has a max_concurrency (a freed slot may let another task run).
 //
 // Errors: ErrNotFound; ErrLeaseLost (another lease holds or held the task);
 // *TaskStateError(ErrTaskFinished) when the task already ended with another status.
 func (s *Store) CompleteTask(ctx context.Context, taskID, leaseID string, c Completion) (CompleteResult, error) {
 	if !IsFinalStatus(c.Status) {
 		return CompleteResult{}, fmt.Errorf("complete task %s: invalid status %q", taskID, c.Status)
+	}
+	if !retryStatus(c.Status) || c.NoRetry {
+		// Fast path, the common case (no retry policy to apply): see groupCommit and
+		// flushCompletes.
+		// Anything it does not end (not found, another lease, finished or cancelled
+		// meanwhile) takes the transaction below, which tells those apart.
+		exit := ""
+		if c.ExitCode != nil {
+			exit = strconv.Itoa(*c.ExitCode)
+		}
+		err := s.groups().complete.do(ctx, &completeReq{taskID: taskID, leaseID: leaseID, status: c.Status,
+			exitCode: exit, msg: c.Msg, durationMs: float64(c.Duration.Milliseconds()), done: make(chan error, 1)})
+		if err == nil {
+			return CompleteResult{Status: c.Status}, nil
+		}
+		if !errors.Is(err, errNotEnded) {
+			return CompleteResult{}, fmt.Errorf("complete task %s: %w", taskID, err)
+		}
 	}
 	var res CompleteResult
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
@@ -1058,6 +1102,252 @@ func (s *Store) CompleteTask(ctx context.Context, taskID, leaseID string, c Comp
 		return CompleteResult{}, fmt.Errorf("complete task %s: %w", taskID, err)
 	}
 	return res, nil
+}
+
+// groupCommit batches the fast paths of concurrent store calls (CompleteTask's and
+// HeartbeatTask's): each call is one autocommitted UPDATE of one task row by its lease
+// holder, and concurrent calls share one UPDATE (and its WAL flush) instead of a commit
+// each. Up to maxGroupFlushers statements run at once; calls that arrive meanwhile wait
+// and go out together in the next (at most maxGroupBatch), so a lone call is not
+// delayed. No goroutine of its own: a waiting caller flushes whatever is pending when a
+// flusher slot is free. A call the batch does not apply (errNotEnded) takes its
+// method's one-task path, which tells the reasons apart.
+type groupCommit[R groupReq] struct {
+	sem     chan struct{}
+	mu      sync.Mutex
+	pending []R
+	flush   func(batch []R)
+}
+
+// groupReq is a call waiting in a groupCommit; flush answers it exactly once on done.
+type groupReq interface{ doneCh() chan error }
+
+const (
+	maxGroupFlushers = 4
+	maxGroupBatch    = 500
+)
+
+var errNotEnded = errors.New("not applied by the batched fast path")
+
+// do queues r and answers what flush answered for it (nil, errNotEnded or an error),
+// or ctx's error (r may still be applied later: both calls are idempotent for the
+// holder).
+func (g *groupCommit[R]) do(ctx context.Context, r R) error {
+	g.mu.Lock()
+	g.pending = append(g.pending, r)
+	g.mu.Unlock()
+	for {
+		select {
+		case err := <-r.doneCh():
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		case g.sem <- struct{}{}:
+			g.mu.Lock()
+			n := min(len(g.pending), maxGroupBatch)
+			batch := g.pending[:n:n]
+			g.pending = append([]R(nil), g.pending[n:]...)
+			g.mu.Unlock()
+			if n > 0 {
+				g.flush(batch)
+			}
+			<-g.sem
+			if n == 0 {
+				// Our call is in a batch another flusher runs: it answers.
+				select {
+				case err := <-r.doneCh():
+					return err
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		}
+	}
+}
+
+// groupCommits holds each Store's batchers (*Store → *storeGroups).
+var groupCommits sync.Map
+
+type storeGroups struct {
+	complete  *groupCommit[*completeReq]
+	heartbeat *groupCommit[*heartbeatReq]
+}
+
+func (s *Store) groups() *storeGroups {
+	if g, ok := groupCommits.Load(s); ok {
+		return g.(*storeGroups)
+	}
+	g := &storeGroups{
+		complete:  &groupCommit[*completeReq]{sem: make(chan struct{}, maxGroupFlushers)},
+		heartbeat: &groupCommit[*heartbeatReq]{sem: make(chan struct{}, maxGroupFlushers)},
+	}
+	g.complete.flush = func(b []*completeReq) { flushCompletes(s.db, b) }
+	g.heartbeat.flush = func(b []*heartbeatReq) { flushHeartbeats(s.db, b) }
+	actual, _ := groupCommits.LoadOrStore(s, g)
+	return actual.(*storeGroups)
+}
+
+// completeReq is one CompleteTask fast path; exitCode and msg are "" for NULL.
+type completeReq struct {
+	taskID, leaseID, status, exitCode, msg string
+	durationMs                             float64
+	done                                   chan error
+}
+
+func (r *completeReq) doneCh() chan error { return r.done }
+
+// dedupe answers errNotEnded to the calls of a task already in the batch (they take
+// the one-task path, which answers once the first is applied) and returns the rest.
+func dedupe[R groupReq](batch []R, id func(R) string) []R {
+	seen := make(map[string]bool, len(batch))
+	run := batch[:0:0]
+	for _, r := range batch {
+		if seen[id(r)] {
+			r.doneCh() <- errNotEnded
+			continue
+		}
+		seen[id(r)] = true
+		run = append(run, r)
+	}
+	return run
+}
+
+// heartbeatReq is one HeartbeatTask fast path; backendRef "" leaves the task's. flush
+// sets status and expiresAt when it answers nil.
+type heartbeatReq struct {
+	taskID, leaseID, backendRef string
+	adoptable, running          bool
+	durationMs                  float64
+	done                        chan error
+	status                      string
+	expiresAt                   time.Time
+}
+
+func (r *heartbeatReq) doneCh() chan error { return r.done }
+
+// flushHeartbeats extends a batch of leases in one statement, as HeartbeatTask's
+// one-task UPDATE does for each.
+func flushHeartbeats(db *sql.DB, batch []*heartbeatReq) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	run := dedupe(batch, func(r *heartbeatReq) string { return r.taskID })
+	ids, leases, refs := make([]string, len(run)), make([]string, len(run)), make([]string, len(run))
+	adoptable, running := make([]bool, len(run)), make([]bool, len(run))
+	durs := make([]float64, len(run))
+	for i, r := range run {
+		ids[i], leases[i], refs[i], adoptable[i], running[i], durs[i] = r.taskID, r.leaseID, r.backendRef, r.adoptable, r.running, r.durationMs
+	}
+	type applied struct {
+		status  string
+		expires time.Time
+	}
+	got := map[string]applied{}
+	err := func() error {
+		rows, err := db.QueryContext(ctx, `WITH l AS (
+				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::bool[], $6::float8[])
+					AS l(id, lease_id, ref, adoptable, running, dur)),
+			-- rows locked in id order (no deadlock between batches); a row another call
+			-- holds (its complete, say) is left to the one-task path, which waits for it
+			k AS MATERIALIZED (SELECT id FROM tasks WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE SKIP LOCKED)
+			UPDATE tasks t SET
+				lease_expires_at = now() + l.dur * interval '1 millisecond',
+				backend_ref = coalesce(nullif(l.ref, ''), t.backend_ref),
+				backend_adoptable = CASE WHEN l.ref <> '' THEN l.adoptable ELSE t.backend_adoptable END,
+				status = CASE WHEN l.running THEN 'running' ELSE t.status END,
+				start_time = CASE WHEN l.running AND t.start_time IS NULL THEN now() ELSE t.start_time END,
+				updated_at = now()
+			FROM l JOIN k ON k.id = l.id
+			WHERE t.id = l.id AND t.lease_id = l.lease_id AND t.status IN ('preparing','running')
+			RETURNING t.id, t.status, t.lease_expires_at`,
+			pq.Array(ids), pq.Array(leases), pq.Array(refs), pq.Array(adoptable), pq.Array(running), pq.Array(durs))
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			var a applied
+			if err := rows.Scan(&id, &a.status, &a.expires); err != nil {
+				return err
+			}
+			got[id] = a
+		}
+		return rows.Err()
+	}()
+	for _, r := range run {
+		a, ok := got[r.taskID]
+		if err != nil || !ok {
+			r.done <- errNotEnded // the one-task path retries it and tells why
+			continue
+		}
+		r.status, r.expiresAt = a.status, a.expires
+		r.done <- nil
+	}
+}
+
+// flushCompletes ends a batch of CompleteTask fast paths in one statement. The queue is
+// notified only when an ended task's code or project has a max_concurrency, the only
+// case where a lease may be waiting for the slot it frees: a NOTIFY serialises its
+// transaction's commit (WAL flush included) on PostgreSQL's global notify-queue lock,
+// which made every completion wait for the others.
+func flushCompletes(db *sql.DB, batch []*completeReq) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	run := dedupe(batch, func(r *completeReq) string { return r.taskID })
+	ids, leases, statuses, exits, msgs := make([]string, len(run)), make([]string, len(run)), make([]string, len(run)),
+		make([]string, len(run)), make([]string, len(run))
+	durs := make([]float64, len(run))
+	for i, r := range run {
+		ids[i], leases[i], statuses[i], exits[i], msgs[i], durs[i] = r.taskID, r.leaseID, r.status, r.exitCode, r.msg, r.durationMs
+	}
+	ended := map[string]bool{}
+	err := func() error {
+		rows, err := db.QueryContext(ctx, `WITH l AS (
+				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[])
+					AS l(id, lease_id, status, exit_code, msg, dur)),
+			-- rows locked in id order, so that concurrent batches cannot deadlock
+			k AS MATERIALIZED (SELECT id FROM tasks WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE),
+			u AS (
+				UPDATE tasks t SET status = l.status, exit_code = nullif(l.exit_code, '')::int,
+					msg = coalesce(nullif(l.msg, ''), t.msg),
+					start_time = CASE WHEN t.start_time IS NOT NULL THEN t.start_time
+					                  ELSE now() - l.dur * interval '1 millisecond' END,
+					end_time = CASE WHEN t.start_time IS NOT NULL AND l.dur > 0
+					                THEN least(now(), t.start_time + l.dur * interval '1 millisecond') ELSE now() END,
+					lease_expires_at = NULL, updated_at = now()
+				FROM l JOIN k ON k.id = l.id
+				WHERE t.id = l.id AND t.lease_id = l.lease_id AND t.status IN ('queued', 'preparing', 'running')
+				RETURNING t.id, t.code_id, t.project_id)
+			SELECT u.id, CASE WHEN EXISTS (SELECT 1 FROM codes c JOIN code_revisions r ON r.id = c.latest_revision_id
+			                               WHERE c.id = u.code_id AND r.max_concurrency IS NOT NULL)
+			                    OR EXISTS (SELECT 1 FROM projects p WHERE p.id = u.project_id AND p.max_concurrency IS NOT NULL)
+			                  THEN pg_notify($7, '')::text END
+			FROM u`, pq.Array(ids), pq.Array(leases), pq.Array(statuses), pq.Array(exits), pq.Array(msgs), pq.Array(durs),
+			TaskQueueChannel)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			var notified sql.NullString
+			if err := rows.Scan(&id, &notified); err != nil {
+				return err
+			}
+			ended[id] = true
+		}
+		return rows.Err()
+	}()
+	for _, r := range run {
+		switch {
+		case err != nil:
+			r.done <- errNotEnded // the slow path reports its own error, if any
+		case ended[r.taskID]:
+			r.done <- nil
+		default:
+			r.done <- errNotEnded
+		}
+	}
 }
 
 // applyRetryPolicy queues the retry of a failed task when its revision's retries allow

@@ -296,8 +296,26 @@ func cadenceColumns(runEvery int, cronExpr string) (any, any) {
 // CreateSchedules inserts a batch of schedules in one transaction, in order: all or
 // none. Every code name must be a live code of the project (*ErrCodeNotFound).
 func (s *Store) CreateSchedules(ctx context.Context, projectID string, batch []NewSchedule, now time.Time) ([]string, error) {
+	ids, _, err := s.CreateSchedulesOnce(ctx, projectID, nil, batch, now)
+	return ids, err
+}
+
+// CreateSchedulesOnce is CreateSchedules under an idempotency key (nil = none); see
+// QueueTasksOnce.
+func (s *Store) CreateSchedulesOnce(ctx context.Context, projectID string, idem *Idempotency, batch []NewSchedule, now time.Time) ([]string, bool, error) {
 	ids := make([]string, 0, len(batch))
+	replay := false
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		if idem != nil {
+			prev, again, err := claimIdempotency(ctx, tx, projectID, idem)
+			if err != nil {
+				return err
+			}
+			if again {
+				ids, replay = prev, true
+				return nil
+			}
+		}
 		if err := checkScheduleQuota(ctx, tx, projectID, len(batch)); err != nil {
 			return err
 		}
@@ -340,12 +358,18 @@ func (s *Store) CreateSchedules(ctx context.Context, projectID string, batch []N
 			}
 			ids = append(ids, id)
 		}
+		if idem != nil {
+			return recordIdempotency(ctx, tx, projectID, idem, ids)
+		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("create %d schedules: %w", len(batch), err)
+		return nil, false, fmt.Errorf("create %d schedules: %w", len(batch), err)
 	}
-	return ids, nil
+	if idem != nil && !replay {
+		s.purgeAfterClaim(ctx)
+	}
+	return ids, replay, nil
 }
 
 // GetSchedule returns a schedule of the project, or ErrNotFound (also for another

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/lib/pq"
@@ -38,12 +39,16 @@ type Store struct {
 	db     *sql.DB
 	sealer *secrets.Sealer
 	log    *slog.Logger
+	// maxLogBytes caps each task's stored log (tasklogs_cap.go); 0 = unlimited.
+	maxLogBytes atomic.Int64
 }
 
 // Options tune a Store.
 type Options struct {
 	MaxOpenConns int
 	Logger       *slog.Logger
+	// MaxTaskLogBytes caps each task's log (see SetMaxTaskLogBytes); 0 = unlimited.
+	MaxTaskLogBytes int64
 }
 
 // Open connects to PostgreSQL and checks the connection.
@@ -67,7 +72,9 @@ func Open(ctx context.Context, dsn string, sealer *secrets.Sealer, opts Options)
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Store{db: db, sealer: sealer, log: logger}, nil
+	st := &Store{db: db, sealer: sealer, log: logger}
+	st.SetMaxTaskLogBytes(opts.MaxTaskLogBytes)
+	return st, nil
 }
 
 func (s *Store) Close() error { return s.db.Close() }

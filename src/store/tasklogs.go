@@ -28,6 +28,13 @@ func (s *Store) AppendTaskLog(ctx context.Context, taskID string, stream int, da
 	if len(data) == 0 {
 		return nil
 	}
+	if max := s.maxLogBytes.Load(); max > 0 {
+		ok, err := s.appendCapped(ctx, taskID, "", stream, data, max)
+		if err == nil && !ok {
+			return ErrNotFound
+		}
+		return err
+	}
 	_, err := s.db.ExecContext(ctx, `INSERT INTO task_log_chunks (task_id, stream, data) VALUES ($1, $2, $3)`, taskID, stream, data)
 	var pqErr *pq.Error
 	if errors.As(err, &pqErr) && pqErr.Code == "23503" { // foreign_key_violation

@@ -115,8 +115,28 @@ func (s *Store) GetTask(ctx context.Context, projectID, taskID string) (Task, er
 // QueueTasks inserts a batch of tasks in one transaction, in order: all or none. A code
 // name the project does not have fails the whole batch with *ErrCodeNotFound.
 func (s *Store) QueueTasks(ctx context.Context, projectID string, batch []NewTask) ([]string, error) {
+	ids, _, err := s.QueueTasksOnce(ctx, projectID, nil, batch)
+	return ids, err
+}
+
+// QueueTasksOnce is QueueTasks under an idempotency key (nil = none), recorded in the
+// same transaction as the tasks. A repeat of an earlier request (same key, route and
+// body hash, within IdempotencyTTL) queues nothing and returns the first request's ids
+// with replay true; a different request under a used key is ErrIdempotencyMismatch.
+func (s *Store) QueueTasksOnce(ctx context.Context, projectID string, idem *Idempotency, batch []NewTask) ([]string, bool, error) {
 	ids := make([]string, 0, len(batch))
+	replay := false
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		if idem != nil {
+			prev, again, err := claimIdempotency(ctx, tx, projectID, idem)
+			if err != nil {
+				return err
+			}
+			if again {
+				ids, replay = prev, true
+				return nil
+			}
+		}
 		if err := checkQueuedQuota(ctx, tx, projectID, len(batch)); err != nil {
 			return err
 		}
@@ -136,12 +156,20 @@ func (s *Store) QueueTasks(ctx context.Context, projectID string, batch []NewTas
 			}
 			ids = append(ids, id)
 		}
+		if idem != nil {
+			if err := recordIdempotency(ctx, tx, projectID, idem, ids); err != nil {
+				return err
+			}
+		}
 		return notifyQueued(ctx, tx)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("queue %d tasks: %w", len(batch), err)
+		return nil, false, fmt.Errorf("queue %d tasks: %w", len(batch), err)
 	}
-	return ids, nil
+	if idem != nil && !replay {
+		s.purgeAfterClaim(ctx)
+	}
+	return ids, replay, nil
 }
 
 // codeRef is what a new task needs of its code: the revision it runs and the defaults.

@@ -416,6 +416,19 @@ wait
 			Expect(taskDirs()).To(BeEmpty())
 		})
 
+		It("refuses an entry whose compressed data is corrupt, as a bad code", func() {
+			z := rawZip(func(zw *zip.Writer) {
+				w, err := zw.CreateRaw(&zip.FileHeader{
+					Name: "garbage.bin", Method: zip.Deflate, CRC32: 1, CompressedSize64: 8, UncompressedSize64: 100,
+				})
+				Expect(err).NotTo(HaveOccurred())
+				w.Write([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+			})
+			err := startZip(z)
+			Expect(err).To(MatchError(backend.ErrBadCode))
+			Expect(taskDirs()).To(BeEmpty())
+		})
+
 		It("refuses too many files", func() {
 			cfg.MaxFiles = 10
 			b = newBackend()

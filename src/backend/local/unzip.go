@@ -2,6 +2,7 @@ package local
 
 import (
 	"archive/zip"
+	"compress/flate"
 	"context"
 	"errors"
 	"fmt"
@@ -179,7 +180,9 @@ func writeEntry(root *os.Root, p string, f *zip.File, budget, total int64) (int6
 		return n, badCode("zip archive unpacks to more than the limit of %d bytes (at entry %q)", total, f.Name)
 	}
 	if err != nil {
-		if errors.Is(err, zip.ErrFormat) || errors.Is(err, zip.ErrChecksum) {
+		var corrupt flate.CorruptInputError
+		if errors.Is(err, zip.ErrFormat) || errors.Is(err, zip.ErrChecksum) ||
+			errors.As(err, &corrupt) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return n, badCode("zip entry %q is corrupt: %v", f.Name, err)
 		}
 		return n, fmt.Errorf("unpack zip entry %q: %w", f.Name, err)
