@@ -642,6 +642,16 @@ func (b *Backend) cancelForeign(ctx context.Context, pr procRef) error {
 		signalGroup(pr.PID, syscall.SIGKILL)
 	}
 	signalAll(taskProcesses(pr.Dir), syscall.SIGKILL)
+	// Signals are delivered asynchronously: wait (bounded) until nothing of the task is
+	// left, killing what a late scan still finds, so Cancel returns with the task gone.
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
+		pids := taskProcesses(pr.Dir)
+		if alive, _ := pr.leaderAlive(); !alive && len(pids) == 0 {
+			break
+		}
+		signalAll(pids, syscall.SIGKILL)
+		time.Sleep(20 * time.Millisecond)
+	}
 	if pr.Cgroup != "" && b.mem.kind == LimiterCgroup2 && filepath.Dir(pr.Cgroup) == b.mem.cgParent {
 		killCgroup(pr.Cgroup)
 		removeCgroup(pr.Cgroup)

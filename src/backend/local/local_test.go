@@ -569,7 +569,7 @@ wait
 			Expect(taskDirs()).To(HaveLen(1))
 
 			Expect(b.Cancel(ctx, ref)).To(Succeed())
-			Expect(alive(child)).To(BeFalse())
+			Eventually(func() bool { return alive(child) }, "2s", "20ms").Should(BeFalse())
 			Expect(taskDirs()).To(BeEmpty())
 		})
 	})
