@@ -35,6 +35,15 @@ var (
 )
 
 func main() {
+	flag.Parse()
+	if *workload != "" {
+		// One measurement of scripts/bench's side-by-side run (see sidebyside.go).
+		if err := sideBySide(); err != nil {
+			fmt.Fprintf(os.Stderr, "bench %s: %v\n", *workload, err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -47,13 +56,15 @@ func main() {
 	}
 }
 
+var (
+	tasks   = flag.Int("tasks", 2000, "tasks in the backlog for the throughput run")
+	slots   = flag.Int("slots", 32, "runner slots")
+	batch   = flag.Int("lease-batch", 32, "tasks per lease request")
+	runners = flag.Int("runners", 1, "runners (each with -slots slots)")
+	samples = flag.Int("samples", 200, "single tasks for the pickup latency")
+)
+
 func run() error {
-	tasks := flag.Int("tasks", 2000, "tasks in the backlog for the throughput run")
-	slots := flag.Int("slots", 32, "runner slots")
-	batch := flag.Int("lease-batch", 32, "tasks per lease request")
-	runners := flag.Int("runners", 1, "runners (each with -slots slots)")
-	samples := flag.Int("samples", 200, "single tasks for the pickup latency")
-	flag.Parse()
 
 	a, err := testsupport.StartAPI(config.Limits{})
 	if err != nil {
