@@ -422,7 +422,7 @@ func (b *Backend) supervise(t *task, outR, errR *os.File, readers *sync.WaitGrou
 	if t.cg != nil {
 		killCgroup(t.cg.path)
 	}
-	signalAll(taskProcesses(t.pr.Dir), syscall.SIGKILL)
+	killMarkedUntilGone(t.pr.Dir)
 	_ = t.cmd.Wait()
 
 	deadline := time.Now().Add(drainTimeout)
@@ -510,7 +510,7 @@ func (t *task) stop(mark func()) {
 		if t.cg != nil {
 			killCgroup(t.cg.path)
 		}
-		signalAll(taskProcesses(t.pr.Dir), syscall.SIGKILL)
+		killMarkedUntilGone(t.pr.Dir)
 	}()
 }
 
@@ -641,17 +641,7 @@ func (b *Backend) cancelForeign(ctx context.Context, pr procRef) error {
 	if alive, _ := pr.leaderAlive(); alive {
 		signalGroup(pr.PID, syscall.SIGKILL)
 	}
-	signalAll(taskProcesses(pr.Dir), syscall.SIGKILL)
-	// Signals are delivered asynchronously: wait (bounded) until nothing of the task is
-	// left, killing what a late scan still finds, so Cancel returns with the task gone.
-	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
-		pids := taskProcesses(pr.Dir)
-		if alive, _ := pr.leaderAlive(); !alive && len(pids) == 0 {
-			break
-		}
-		signalAll(pids, syscall.SIGKILL)
-		time.Sleep(20 * time.Millisecond)
-	}
+	killMarkedUntilGone(pr.Dir)
 	if pr.Cgroup != "" && b.mem.kind == LimiterCgroup2 && filepath.Dir(pr.Cgroup) == b.mem.cgParent {
 		killCgroup(pr.Cgroup)
 		removeCgroup(pr.Cgroup)
@@ -662,6 +652,23 @@ func (b *Backend) cancelForeign(ctx context.Context, pr procRef) error {
 		}
 	}
 	return nil
+}
+
+// killMarkedUntilGone SIGKILLs every process carrying dir's task marker until a scan
+// finds none (bounded to 2 s). One scan is not enough: signals land asynchronously, and
+// a process caught mid-fork or mid-exec can be missed by a single pass over /proc.
+func killMarkedUntilGone(dir string) {
+	empty := 0
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end) && empty < 2; {
+		pids := taskProcesses(dir)
+		if len(pids) == 0 {
+			empty++
+		} else {
+			empty = 0
+			signalAll(pids, syscall.SIGKILL)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // killMarked stops every process carrying dir's task marker: SIGTERM, then SIGKILL after
