@@ -439,6 +439,13 @@ func (ia *internalAPI) progress(c *gin.Context) {
 		return
 	}
 	err := ia.s.store.SetLeasedTaskProgress(c.Request.Context(), id, body.LeaseID, percent, msg)
+	ia.answerCancel(c, err)
+}
+
+// answerCancel answers a report from the lease holder: {"cancel": true} when the user
+// cancelled the task (the holder keeps reporting until it has stopped it), the lease
+// error otherwise, else {"cancel": false}.
+func (ia *internalAPI) answerCancel(c *gin.Context, err error) {
 	if errors.Is(err, store.ErrTaskCancelled) {
 		c.JSON(http.StatusOK, gin.H{"cancel": true})
 		return

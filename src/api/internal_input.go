@@ -60,19 +60,11 @@ func (ia *internalAPI) setLogCursor(c *gin.Context) {
 		return
 	}
 	err := ia.s.store.SetLogCursor(c.Request.Context(), id, body.LeaseID, body.Cursor)
-	switch {
-	case errors.Is(err, store.ErrBadLogCursor):
+	if errors.Is(err, store.ErrBadLogCursor) {
 		abortMsg(c, http.StatusBadRequest, err.Error())
 		return
-	case errors.Is(err, store.ErrTaskCancelled):
-		// Still the holder: the output keeps being copied until the task is stopped.
-		c.JSON(http.StatusOK, gin.H{"cancel": true})
-		return
 	}
-	if ia.leaseError(c, err) {
-		return
-	}
-	c.JSON(http.StatusOK, gin.H{"cancel": false})
+	ia.answerCancel(c, err)
 }
 
 func (ia *internalAPI) getLogCursor(c *gin.Context) {
