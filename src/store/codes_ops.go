@@ -140,7 +140,7 @@ func (s *Store) DeleteCode(ctx context.Context, projectID, codeID string) (int64
 		if n, _ := res.RowsAffected(); n == 0 {
 			return ErrNotFound
 		}
-		cancelled, err = cancelCodeTasks(ctx, tx, projectID, codeID, []string{"queued"})
+		cancelled, err = s.cancelCodeTasks(ctx, tx, projectID, codeID, []string{"queued"})
 		return err
 	})
 	if err != nil && !errors.Is(err, ErrNotFound) {
@@ -158,7 +158,7 @@ func (s *Store) CancelCodeTasks(ctx context.Context, projectID, codeID string) (
 			return err
 		}
 		var err error
-		cancelled, err = cancelCodeTasks(ctx, tx, projectID, codeID, []string{"queued", "preparing", "running"})
+		cancelled, err = s.cancelCodeTasks(ctx, tx, projectID, codeID, []string{"queued", "preparing", "running"})
 		return err
 	})
 	if err != nil && !errors.Is(err, ErrNotFound) {
@@ -168,8 +168,8 @@ func (s *Store) CancelCodeTasks(ctx context.Context, projectID, codeID string) (
 }
 
 // cancelCodeTasks cancels the code's tasks in statuses and, when it cancelled any,
-// notifies the queue in the same transaction.
-func cancelCodeTasks(ctx context.Context, tx *sql.Tx, projectID, codeID string, statuses []string) (int64, error) {
+// wakes lease long-polls once the transaction commits.
+func (s *Store) cancelCodeTasks(ctx context.Context, tx *sql.Tx, projectID, codeID string, statuses []string) (int64, error) {
 	res, err := tx.ExecContext(ctx, `UPDATE tasks SET status = 'cancelled', end_time = now(), updated_at = now()
 		WHERE project_id = $1 AND code_id = $2 AND status = ANY($3::text[])`, projectID, codeID, pq.Array(statuses))
 	if err != nil {
@@ -181,9 +181,7 @@ func cancelCodeTasks(ctx context.Context, tx *sql.Tx, projectID, codeID string, 
 	}
 	if n > 0 {
 		// A cancelled task may free a max_concurrency slot (of its code or project).
-		if err := notifyQueued(ctx, tx); err != nil {
-			return 0, err
-		}
+		s.notifyAfterCommit(tx)
 	}
 	return n, nil
 }
@@ -202,7 +200,8 @@ func (s *Store) SetCodePaused(ctx context.Context, projectID, codeID string, pau
 			return ErrNotFound
 		}
 		if !paused {
-			return notifyQueued(ctx, tx)
+			s.notifyAfterCommit(tx)
+			return nil
 		}
 		return nil
 	})

@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -107,24 +105,6 @@ const blockedProjects = `SELECT a.project_id FROM (
 	GROUP BY a.project_id, p.max_concurrency
 	HAVING count(*) >= p.max_concurrency`
 
-// queryIDs runs a query of one text column and returns its values.
-func queryIDs(ctx context.Context, tx *sql.Tx, query string, args ...any) ([]string, error) {
-	rows, err := tx.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	return ids, rows.Err()
-}
-
 // blockedCodes lists the codes whose new tasks cannot start now: paused, or at their
 // max_concurrency. It reads the paused codes and the active tasks (bounded by what the
 // runners hold), never the queue.
@@ -140,601 +120,6 @@ const blockedCodes = `SELECT id FROM codes WHERE paused AND deleted_at IS NULL
 	WHERE r.max_concurrency IS NOT NULL
 	GROUP BY a.code_id, r.max_concurrency
 	HAVING count(*) >= r.max_concurrency`
-
-// LeaseTasks leases up to req.MaxTasks queued tasks in one transaction: highest priority
-// first, then oldest run_at, skipping tasks whose run_at (delay) is in the future, codes
-// that are paused, codes at their max_concurrency (of the code's latest revision,
-// counting its preparing and running tasks and those queued for adoption) and projects
-// at theirs (projects.max_concurrency, a broker plan's quota, counted the same way over
-// all the project's codes). Rows are taken with FOR UPDATE SKIP LOCKED and the
-// max_concurrency checks run under per-code and per-project transaction locks, so
-// concurrent leases never exceed either (see leaseRound). A task queued for adoption
-// (an adoptable backend ref) is leased regardless of pause and max_concurrency: it
-// already runs.
-//
-// A leased task becomes 'preparing' ('running' when it is adopted after having
-// started). Cancelled tasks that may still run under an adoptable backend ref and that
-// no runner holds (cancelled while queued for adoption, or their holder was lost) come
-// first, as Cancel leases, so that nothing cancelled keeps running. An empty result is
-// not an error.
-//
-// A task that would start but whose code revision's config or env_vars cannot be
-// decrypted (sealed with a key that is no longer configured) is not handed out: it ends
-// 'error' at once, with a msg naming the key (never a secret) and without a retry (it
-// would fail alike), and the lease goes on with other tasks. Adopt and Cancel leases of
-// such a revision are handed out without config and env_vars, which only starting a
-// task needs.
-func (s *Store) LeaseTasks(ctx context.Context, req LeaseRequest) ([]LeasedTask, error) {
-	if req.MaxTasks < 1 {
-		req.MaxTasks = 1
-	}
-	if req.Duration <= 0 {
-		req.Duration = 30 * time.Second
-	}
-	var out []LeasedTask
-	// A round that ended undecryptable tasks may have left room for others: lease again
-	// (a bounded number of times) for what is still wanted.
-	for attempt := 0; attempt < 3 && len(out) < req.MaxTasks; attempt++ {
-		r := req
-		r.MaxTasks = req.MaxTasks - len(out)
-		got, failed, err := s.leaseOnce(ctx, r)
-		if err != nil {
-			if len(out) > 0 {
-				break // hand out what is leased; the next call reports the problem
-			}
-			return nil, err
-		}
-		out = append(out, got...)
-		if failed == 0 {
-			break
-		}
-	}
-	return out, nil
-}
-
-// leaseOnce is one LeaseTasks transaction; failed counts the tasks it ended because
-// their revision's secrets cannot be decrypted.
-func (s *Store) leaseOnce(ctx context.Context, req LeaseRequest) ([]LeasedTask, int, error) {
-	var out []LeasedTask
-	var failed []Task // ended: their revision's secrets cannot be decrypted
-	var failedMsgs map[string]string
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		out, failed, failedMsgs = nil, nil, map[string]string{}
-		var ids []string
-		leaseIDs := map[string]string{}
-		room := map[string]int64{}     // per capped code or project locked so far (by lock key): slots left
-		excluded := []string{}         // codes paused, full (or busy in another lease) this time
-		excludedProjects := []string{} // projects full (or busy in another lease) this time
-		skip := []string{}             // taken here or by another lease; never nil (an SQL array)
-		// First, cancelled tasks that may still run on their backend and that nobody
-		// holds: the runner adopts them only to stop them (Cancel); with them, in the
-		// same round trip, the codes and the projects that cannot start tasks now.
-		rows, err := tx.QueryContext(ctx, `SELECT 'cancel', c.id FROM (SELECT id FROM tasks
-				WHERE status = 'cancelled' AND lease_id IS NULL AND backend_ref IS NOT NULL AND backend_adoptable
-				ORDER BY updated_at LIMIT $1 FOR UPDATE SKIP LOCKED) c
-			UNION ALL SELECT 'code', b.* FROM (`+blockedCodes+`) b
-			UNION ALL SELECT 'project', p.* FROM (`+blockedProjects+`) p`, req.MaxTasks)
-		if err != nil {
-			return fmt.Errorf("select cancelled tasks to stop, paused and full codes and projects: %w", err)
-		}
-		for rows.Next() {
-			var kind, id string
-			if err := rows.Scan(&kind, &id); err != nil {
-				rows.Close()
-				return fmt.Errorf("select cancelled tasks to stop, paused and full codes and projects: %w", err)
-			}
-			switch kind {
-			case "cancel":
-				ids = append(ids, id)
-				leaseIDs[id] = NewID()
-			case "code":
-				excluded = append(excluded, id)
-			case "project":
-				excludedProjects = append(excludedProjects, id)
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("select cancelled tasks to stop, paused and full codes and projects: %w", err)
-		}
-		for round := 0; round < maxLeaseRounds && len(ids) < req.MaxTasks; round++ {
-			r, err := leaseRound(ctx, tx, req.MaxTasks-len(ids), skip, excluded, excludedProjects, room, round == 0)
-			if err != nil {
-				return err
-			}
-			for _, id := range r.admitted {
-				ids = append(ids, id)
-				leaseIDs[id] = NewID()
-			}
-			skip = append(append(skip, r.admitted...), r.lockedElsewhere...)
-			excluded = append(excluded, r.fullCodes...)
-			excludedProjects = append(excludedProjects, r.fullProjects...)
-			if len(r.fullCodes) == 0 && len(r.fullProjects) == 0 && len(r.lockedElsewhere) == 0 && !r.more {
-				break // nothing was held back and the scan saw the whole eligible queue
-			}
-		}
-		type leaseInfo struct {
-			expires time.Time
-			ref     string
-			attempt int
-			status  string
-		}
-		if len(ids) == 0 {
-			return nil
-		}
-		info := map[string]leaseInfo{}
-		lids := make([]string, len(ids))
-		for i, id := range ids {
-			lids[i] = leaseIDs[id]
-		}
-		rows, err = tx.QueryContext(ctx, `UPDATE tasks t SET
-				status = CASE WHEN t.status = 'cancelled' THEN 'cancelled'
-				              WHEN t.backend_ref IS NOT NULL AND t.start_time IS NOT NULL THEN 'running'
-				              ELSE 'preparing' END,
-				lease_id = l.lease_id, lease_expires_at = now() + $3::float8 * interval '1 millisecond', runner_id = $4,
-				lease_count = t.lease_count + 1, updated_at = now()
-			FROM unnest($1::text[], $2::text[]) AS l(task_id, lease_id)
-			WHERE t.id = l.task_id
-			RETURNING t.id, t.lease_expires_at, coalesce(t.backend_ref, ''), t.lease_count, t.status`,
-			pq.Array(ids), pq.Array(lids), req.Duration.Milliseconds(), req.RunnerID)
-		if err != nil {
-			return fmt.Errorf("lease tasks: %w", err)
-		}
-		for rows.Next() {
-			var id string
-			var li leaseInfo
-			if err := rows.Scan(&id, &li.expires, &li.ref, &li.attempt, &li.status); err != nil {
-				rows.Close()
-				return fmt.Errorf("lease tasks: %w", err)
-			}
-			info[id] = li
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("lease tasks: %w", err)
-		}
-		if len(info) != len(ids) {
-			return fmt.Errorf("lease tasks: %d of %d rows updated", len(info), len(ids))
-		}
-		tasks, err := s.tasksByID(ctx, tx, ids)
-		if err != nil {
-			return err
-		}
-		revs, sealedOff, err := s.revisionsByID(ctx, tx, tasks)
-		if err != nil {
-			return err
-		}
-		for _, id := range ids {
-			t := tasks[id]
-			li := info[id]
-			lt := LeasedTask{
-				LeaseID: leaseIDs[id], ExpiresAt: li.expires.UTC(), Task: t, Revision: revs[t.CodeRevisionID],
-				BackendRef: li.ref, Adopt: li.ref != "", Cancel: li.status == "cancelled", Attempt: li.attempt,
-			}
-			if msg, bad := sealedOff[t.CodeRevisionID]; bad && !lt.Adopt && !lt.Cancel {
-				failedMsgs[id] = msg
-				continue
-			}
-			lt.Revision.Name, lt.Revision.Settings.Name = t.CodeName, t.CodeName
-			out = append(out, lt)
-		}
-		if len(failedMsgs) == 0 {
-			return nil
-		}
-		for id, msg := range failedMsgs {
-			t := tasks[id]
-			if _, err := tx.ExecContext(ctx, `UPDATE tasks SET status = 'error', msg = $2, start_time = coalesce(start_time, now()),
-					end_time = now(), lease_expires_at = NULL, updated_at = now()
-				WHERE id = $1`, id, msg); err != nil {
-				return fmt.Errorf("end task %s with undecryptable secrets: %w", id, err)
-			}
-			failed = append(failed, t)
-		}
-		return notifyQueued(ctx, tx) // the slots they took are free again
-	})
-	if err != nil {
-		return nil, 0, fmt.Errorf("lease tasks: %w", err)
-	}
-	for _, t := range failed {
-		s.log.Error("task ended: its code revision's secrets cannot be decrypted", "task_id", t.ID,
-			"project_id", t.ProjectID, "code_name", t.CodeName, "code_revision_id", t.CodeRevisionID, "msg", failedMsgs[t.ID])
-	}
-	return out, len(failed), nil
-}
-
-// candidate is a queued task a lease may take.
-type candidate struct {
-	id, codeID, projectID string
-	adopt                 bool
-	priority              int
-	runAt                 time.Time
-	maxConc               sql.NullInt64 // the code's
-	projectMaxConc        sql.NullInt64 // the project's (plan quota)
-}
-
-// queueScanRows bounds how many rows per priority the fast path of queueCandidates reads
-// before it falls back to reading each code's queue head.
-const queueScanRows = 500
-
-// queueCandidates returns up to limit due queued tasks, highest priority then oldest
-// first, except those in skip and those of excluded codes or excluded projects (unless
-// queued for adoption), each with its code's and its project's max_concurrency.
-//
-// The fast path reads one index range per priority (tasks_queue: priority, run_at), so
-// tasks delayed into the future are never walked over, and filters at most
-// queueScanRows rows of each. When a priority's range is saturated with tasks of
-// excluded codes or projects (a paused code's, a full code's or a full project's
-// backlog) before enough eligible ones are found, it falls back to the head of each live
-// code's queue (tasks_code_queue), which costs a few index probes per code instead of a
-// walk through the backlog.
-func queueCandidates(ctx context.Context, tx *sql.Tx, limit int, excluded, excludedProjects, skip []string) ([]candidate, error) {
-	const branch = `b%d AS (SELECT t.id, t.code_id, t.backend_ref IS NOT NULL AS adopt, t.priority, t.run_at, t.project_id FROM tasks t
-		WHERE t.status = 'queued' AND t.priority = %d AND t.run_at <= now() AND NOT (t.id = ANY($2::text[]))
-		ORDER BY t.run_at, t.id LIMIT $3)`
-	const sentinel = `SELECT NULL::text, NULL::text, false, %d, NULL::timestamptz, NULL::text, true WHERE (SELECT count(*) FROM b%d) = $3`
-	// Of each priority's scan only the first limit eligible rows can be taken, so only
-	// those are sent (not the up to queueScanRows rows scanned).
-	const eligible = `(SELECT u.id, u.code_id, u.adopt, u.priority, u.run_at, u.project_id, false FROM b%d u
-		WHERE u.adopt OR NOT (u.code_id = ANY($1::text[]) OR u.project_id = ANY($4::text[]))
-		ORDER BY u.run_at, u.id LIMIT $5)`
-	fast := `WITH ` + fmt.Sprintf(branch, 2, 2) + `, ` + fmt.Sprintf(branch, 1, 1) + `, ` + fmt.Sprintf(branch, 0, 0) + `
-		` + fmt.Sprintf(eligible, 2) + `
-		UNION ALL ` + fmt.Sprintf(eligible, 1) + `
-		UNION ALL ` + fmt.Sprintf(eligible, 0) + `
-		UNION ALL ` + fmt.Sprintf(sentinel, 2, 2) + `
-		UNION ALL ` + fmt.Sprintf(sentinel, 1, 1) + `
-		UNION ALL ` + fmt.Sprintf(sentinel, 0, 0)
-	rows, err := tx.QueryContext(ctx, fast, pq.Array(excluded), pq.Array(skip), max(queueScanRows, 2*limit), pq.Array(excludedProjects), limit)
-	if err != nil {
-		return nil, fmt.Errorf("select queued tasks: %w", err)
-	}
-	byPrio := map[int][]candidate{}
-	saturated := map[int]bool{}
-	for rows.Next() {
-		var id, codeID, projectID sql.NullString
-		var runAt sql.NullTime
-		var c candidate
-		var sentinelRow bool
-		if err := rows.Scan(&id, &codeID, &c.adopt, &c.priority, &runAt, &projectID, &sentinelRow); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("select queued tasks: %w", err)
-		}
-		if sentinelRow {
-			saturated[c.priority] = true
-			continue
-		}
-		c.id, c.codeID, c.projectID, c.runAt = id.String, codeID.String, projectID.String, runAt.Time
-		byPrio[c.priority] = append(byPrio[c.priority], c)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("select queued tasks: %w", err)
-	}
-	var cands []candidate
-	complete := true
-	for prio := 2; prio >= 0 && len(cands) < limit; prio-- {
-		list := byPrio[prio]
-		sortCandidates(list)
-		take := min(len(list), limit-len(cands))
-		cands = append(cands, list[:take]...)
-		if len(cands) < limit && saturated[prio] {
-			complete = false // eligible tasks of this priority may lie beyond the scan
-			break
-		}
-	}
-	if !complete {
-		if cands, err = queueHeads(ctx, tx, limit, excluded, excludedProjects, skip); err != nil {
-			return nil, err
-		}
-	}
-	return withMaxConcurrency(ctx, tx, cands)
-}
-
-// queueHeads is queueCandidates' fallback: the first due tasks of each live code that is
-// not excluded (nor of an excluded project), merged, plus the tasks of excluded codes and
-// projects queued for adoption.
-func queueHeads(ctx context.Context, tx *sql.Tx, limit int, excluded, excludedProjects, skip []string) ([]candidate, error) {
-	const head = `(SELECT t.id, t.code_id, t.backend_ref IS NOT NULL AS adopt, t.priority, t.run_at, t.project_id FROM tasks t
-		WHERE t.code_id = c.id AND t.status = 'queued' AND t.priority = %d AND t.run_at <= now() AND NOT (t.id = ANY($3::text[]))
-		ORDER BY t.run_at, t.id LIMIT $1)`
-	rows, err := tx.QueryContext(ctx, `SELECT h.id, h.code_id, h.adopt, h.priority, h.run_at, h.project_id
-		FROM codes c CROSS JOIN LATERAL (`+fmt.Sprintf(head, 2)+` UNION ALL `+fmt.Sprintf(head, 1)+` UNION ALL `+fmt.Sprintf(head, 0)+`) h
-		WHERE c.deleted_at IS NULL AND NOT (c.id = ANY($2::text[])) AND NOT (c.project_id = ANY($4::text[]))
-		UNION ALL
-		SELECT t.id, t.code_id, true, t.priority, t.run_at, t.project_id FROM tasks t
-		WHERE t.status = 'queued' AND t.backend_ref IS NOT NULL AND t.run_at <= now()
-		  AND (t.code_id = ANY($2::text[]) OR t.project_id = ANY($4::text[])) AND NOT (t.id = ANY($3::text[]))
-		ORDER BY 4 DESC, 5, 1
-		LIMIT $1`, limit, pq.Array(excluded), pq.Array(skip), pq.Array(excludedProjects))
-	if err != nil {
-		return nil, fmt.Errorf("select queue heads: %w", err)
-	}
-	defer rows.Close()
-	var cands []candidate
-	for rows.Next() {
-		var c candidate
-		if err := rows.Scan(&c.id, &c.codeID, &c.adopt, &c.priority, &c.runAt, &c.projectID); err != nil {
-			return nil, fmt.Errorf("select queue heads: %w", err)
-		}
-		cands = append(cands, c)
-	}
-	return cands, rows.Err()
-}
-
-func sortCandidates(list []candidate) {
-	sort.Slice(list, func(i, j int) bool {
-		a, b := list[i], list[j]
-		if a.priority != b.priority {
-			return a.priority > b.priority
-		}
-		if !a.runAt.Equal(b.runAt) {
-			return a.runAt.Before(b.runAt)
-		}
-		return a.id < b.id
-	})
-}
-
-// withMaxConcurrency fills in each candidate's max_concurrency (its code's latest
-// revision's) and its project's.
-func withMaxConcurrency(ctx context.Context, tx *sql.Tx, cands []candidate) ([]candidate, error) {
-	if len(cands) == 0 {
-		return cands, nil
-	}
-	codeIDs := make([]string, 0, len(cands))
-	for _, c := range cands {
-		codeIDs = append(codeIDs, c.codeID)
-	}
-	rows, err := tx.QueryContext(ctx, `SELECT c.id, r.max_concurrency, p.max_concurrency
-		FROM codes c JOIN code_revisions r ON r.id = c.latest_revision_id JOIN projects p ON p.id = c.project_id
-		WHERE c.id = ANY($1::text[])`, pq.Array(codeIDs))
-	if err != nil {
-		return nil, fmt.Errorf("read max_concurrency: %w", err)
-	}
-	defer rows.Close()
-	type codeCaps struct{ code, project sql.NullInt64 }
-	caps := map[string]codeCaps{}
-	for rows.Next() {
-		var id string
-		var cc codeCaps
-		if err := rows.Scan(&id, &cc.code, &cc.project); err != nil {
-			return nil, fmt.Errorf("read max_concurrency: %w", err)
-		}
-		caps[id] = cc
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read max_concurrency: %w", err)
-	}
-	for i := range cands {
-		cc := caps[cands[i].codeID]
-		cands[i].maxConc, cands[i].projectMaxConc = cc.code, cc.project
-	}
-	return cands, nil
-}
-
-// maxLeaseRounds bounds the candidate scans of one lease: each round excludes the codes
-// that the previous one found at max_concurrency and the rows other leases hold.
-const maxLeaseRounds = 4
-
-// roundResult is what one leaseRound did.
-type roundResult struct {
-	admitted        []string // task ids taken
-	lockedElsewhere []string // picks another lease holds
-	fullCodes       []string // codes that held candidates back (full or busy)
-	fullProjects    []string // projects that held candidates back (full or busy)
-	more            bool     // the scan hit its limit: it may have missed candidates
-}
-
-// capLock is one max_concurrency to enforce: a code's or a project's.
-type capLock struct {
-	limit   int64
-	project bool
-	id      string
-}
-
-// leaseRound admits up to want queued tasks, in priority then run_at order, that are
-// not in skip (taken or seen locked already) and not of an excluded code or project.
-//
-// Candidates are read without locks (queueCandidates); the picks are then locked with
-// FOR UPDATE SKIP LOCKED (their status checked again), so a lease holds locks only on
-// what it takes and concurrent leases do not hide tasks from each other. Capped codes
-// and capped projects are locked (pg_advisory_xact_lock on the code's or the project's
-// key) and counted before their tasks are admitted; room carries the counts across
-// rounds, by lock key. The first round waits for the locks in the sorted order of their
-// keys, codes and projects together; later rounds only try them (a round never waits
-// while holding a lock taken out of order, so leases cannot deadlock) and treat a busy
-// code or project as full. A task is admitted only when both its code and its project
-// have room.
-func leaseRound(ctx context.Context, tx *sql.Tx, want int, skip, excluded, excludedProjects []string, room map[string]int64, wait bool) (
-	r roundResult, err error) {
-	// Some candidates may fail the concurrency check or be taken by another lease: read
-	// a few more than wanted so that one capped code does not starve the lease.
-	limit := 2*want + 8
-	cands, err := queueCandidates(ctx, tx, limit, excluded, excludedProjects, skip)
-	if err != nil {
-		return roundResult{}, err
-	}
-	toLock := map[string]capLock{}
-	for _, c := range cands {
-		if c.adopt {
-			continue
-		}
-		if k := leaseLockKey(c.codeID); c.maxConc.Valid {
-			if _, locked := room[k]; !locked {
-				toLock[k] = capLock{limit: c.maxConc.Int64, id: c.codeID}
-			}
-		}
-		if k := projectLeaseLockKey(c.projectID); c.projectMaxConc.Valid {
-			if _, locked := room[k]; !locked {
-				toLock[k] = capLock{limit: c.projectMaxConc.Int64, project: true, id: c.projectID}
-			}
-		}
-	}
-	r.more = len(cands) == limit
-	keys := make([]string, 0, len(toLock))
-	for k := range toLock {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	busy := map[string]bool{}
-	for _, k := range keys {
-		cl := toLock[k]
-		what := "code"
-		if cl.project {
-			what = "project"
-		}
-		if wait {
-			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, k); err != nil {
-				return roundResult{}, fmt.Errorf("lock %s %s: %w", what, cl.id, err)
-			}
-		} else {
-			var got bool
-			if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))`, k).Scan(&got); err != nil {
-				return roundResult{}, fmt.Errorf("lock %s %s: %w", what, cl.id, err)
-			}
-			if !got {
-				busy[k] = true
-				continue
-			}
-		}
-		// A fresh snapshot (READ COMMITTED): every lease committed before the lock counts.
-		count := activeCount
-		if cl.project {
-			count = activeProjectCount
-		}
-		var active int64
-		if err := tx.QueryRowContext(ctx, count, cl.id).Scan(&active); err != nil {
-			return roundResult{}, fmt.Errorf("count active tasks of %s %s: %w", what, cl.id, err)
-		}
-		room[k] = cl.limit - active
-	}
-	// Pick in order within each capped code's and project's room, then lock the picks
-	// in one statement; a pick another lease holds does not use up room (the next round
-	// may fill it).
-	heldBackCodes, heldBackProjects := map[string]bool{}, map[string]bool{}
-	tentative := map[string]int64{}
-	full := func(k string) bool { return busy[k] || room[k]-tentative[k] <= 0 }
-	var picks []candidate
-	for _, c := range cands {
-		if len(picks) == want {
-			r.more = true
-			break
-		}
-		if !c.adopt {
-			ck, pk := leaseLockKey(c.codeID), projectLeaseLockKey(c.projectID)
-			if c.maxConc.Valid && full(ck) {
-				heldBackCodes[c.codeID] = true
-				continue
-			}
-			if c.projectMaxConc.Valid && full(pk) {
-				heldBackProjects[c.projectID] = true
-				continue
-			}
-			if c.maxConc.Valid {
-				tentative[ck]++
-			}
-			if c.projectMaxConc.Valid {
-				tentative[pk]++
-			}
-		}
-		picks = append(picks, c)
-	}
-	if len(picks) > 0 {
-		pickIDs := make([]string, len(picks))
-		for i, c := range picks {
-			pickIDs[i] = c.id
-		}
-		lockedIDs, err := queryIDs(ctx, tx, `SELECT id FROM tasks WHERE id = ANY($1::text[]) AND status = 'queued'
-			FOR UPDATE SKIP LOCKED`, pq.Array(pickIDs))
-		if err != nil {
-			return roundResult{}, fmt.Errorf("lock tasks: %w", err)
-		}
-		locked := make(map[string]bool, len(lockedIDs))
-		for _, id := range lockedIDs {
-			locked[id] = true
-		}
-		for _, c := range picks {
-			if !locked[c.id] {
-				r.lockedElsewhere = append(r.lockedElsewhere, c.id)
-				continue
-			}
-			if !c.adopt && c.maxConc.Valid {
-				room[leaseLockKey(c.codeID)]--
-			}
-			if !c.adopt && c.projectMaxConc.Valid {
-				room[projectLeaseLockKey(c.projectID)]--
-			}
-			r.admitted = append(r.admitted, c.id)
-		}
-	}
-	for id := range heldBackCodes {
-		r.fullCodes = append(r.fullCodes, id)
-	}
-	for id := range heldBackProjects {
-		r.fullProjects = append(r.fullProjects, id)
-	}
-	return r, nil
-}
-
-func (s *Store) tasksByID(ctx context.Context, tx *sql.Tx, ids []string) (map[string]Task, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT `+taskColumns+` FROM tasks t WHERE t.id = ANY($1::text[])`, pq.Array(ids))
-	if err != nil {
-		return nil, fmt.Errorf("read leased tasks: %w", err)
-	}
-	defer rows.Close()
-	out := make(map[string]Task, len(ids))
-	for rows.Next() {
-		t, err := scanTask(rows)
-		if err != nil {
-			return nil, fmt.Errorf("read leased tasks: %w", err)
-		}
-		out[t.ID] = t
-	}
-	return out, rows.Err()
-}
-
-// revisionColumnsUnsealed is revisionColumns without the sealed secrets (NULL instead):
-// revisionsByID opens them itself, so that one undecryptable revision does not fail the
-// whole lease.
-var revisionColumnsUnsealed = func() string {
-	const sealed = "r.config_sealed, r.env_vars_sealed"
-	if !strings.Contains(revisionColumns, sealed) {
-		panic("store: revisionColumns does not list " + sealed)
-	}
-	return strings.Replace(revisionColumns, sealed, "NULL::bytea, NULL::bytea", 1)
-}()
-
-// revisionsByID reads the code revisions of tasks, config and env_vars decrypted. A
-// revision whose secrets cannot be decrypted is returned without them, and listed in
-// sealedOff with the msg its tasks end with.
-func (s *Store) revisionsByID(ctx context.Context, tx *sql.Tx, tasks map[string]Task) (revs map[string]CodeRevision, sealedOff map[string]string, err error) {
-	var ids []string
-	for _, t := range tasks {
-		ids = append(ids, t.CodeRevisionID)
-	}
-	rows, err := tx.QueryContext(ctx, `SELECT `+revisionColumnsUnsealed+`, r.config_sealed, r.env_vars_sealed
-		FROM code_revisions r WHERE r.id = ANY($1::text[])`, pq.Array(ids))
-	if err != nil {
-		return nil, nil, fmt.Errorf("read code revisions: %w", err)
-	}
-	defer rows.Close()
-	revs, sealedOff = map[string]CodeRevision{}, map[string]string{}
-	for rows.Next() {
-		var config, env []byte
-		r, err := s.scanRevision(rows, &config, &env)
-		if err != nil {
-			return nil, nil, fmt.Errorf("read code revisions: %w", err)
-		}
-		opened := r.Settings
-		if err := s.openSettings(&opened, config, env); err != nil {
-			sealedOff[r.ID] = s.undecryptableMsg(config, env)
-			s.log.Warn("code revision secrets cannot be decrypted", "code_revision_id", r.ID, "error", err.Error())
-		} else {
-			r.Settings = opened
-		}
-		revs[r.ID] = r
-	}
-	return revs, sealedOff, rows.Err()
-}
 
 // undecryptableMsg is the msg of a task whose revision's secrets (config, env_vars)
 // cannot be opened: it names the missing key when that is the reason, never a secret.
@@ -967,7 +352,8 @@ func (s *Store) ReleaseTask(ctx context.Context, taskID, leaseID string) error {
 		if err != nil {
 			return fmt.Errorf("release task %s: %w", taskID, err)
 		}
-		return notifyQueued(ctx, tx)
+		s.notifyAfterCommit(tx)
+		return nil
 	})
 	return err
 }
@@ -1089,7 +475,8 @@ func (s *Store) CompleteTask(ctx context.Context, taskID, leaseID string, c Comp
 				return err
 			}
 		}
-		return notifyQueued(ctx, tx)
+		s.notifyAfterCommit(tx)
+		return nil
 	})
 	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrLeaseLost) {
 		return CompleteResult{}, err
@@ -1165,26 +552,22 @@ func (g *groupCommit[R]) do(ctx context.Context, r R) error {
 	}
 }
 
-// groupCommits holds each Store's batchers (*Store → *storeGroups).
-var groupCommits sync.Map
-
 type storeGroups struct {
 	complete  *groupCommit[*completeReq]
 	heartbeat *groupCommit[*heartbeatReq]
 }
 
 func (s *Store) groups() *storeGroups {
-	if g, ok := groupCommits.Load(s); ok {
-		return g.(*storeGroups)
-	}
-	g := &storeGroups{
-		complete:  &groupCommit[*completeReq]{sem: make(chan struct{}, maxGroupFlushers)},
-		heartbeat: &groupCommit[*heartbeatReq]{sem: make(chan struct{}, maxGroupFlushers)},
-	}
-	g.complete.flush = func(b []*completeReq) { flushCompletes(s.db, b) }
-	g.heartbeat.flush = func(b []*heartbeatReq) { flushHeartbeats(s.db, b) }
-	actual, _ := groupCommits.LoadOrStore(s, g)
-	return actual.(*storeGroups)
+	s.groupsOnce.Do(func() {
+		g := &storeGroups{
+			complete:  &groupCommit[*completeReq]{sem: make(chan struct{}, maxGroupFlushers)},
+			heartbeat: &groupCommit[*heartbeatReq]{sem: make(chan struct{}, maxGroupFlushers)},
+		}
+		g.complete.flush = func(b []*completeReq) { s.flushCompletes(b) }
+		g.heartbeat.flush = func(b []*heartbeatReq) { flushHeartbeats(s.db, b) }
+		s.grp = g
+	})
+	return s.grp
 }
 
 // completeReq is one CompleteTask fast path; exitCode and msg are "" for NULL.
@@ -1285,12 +668,12 @@ func flushHeartbeats(db *sql.DB, batch []*heartbeatReq) {
 	}
 }
 
-// flushCompletes ends a batch of CompleteTask fast paths in one statement. The queue is
-// notified only when an ended task's code or project has a max_concurrency, the only
-// case where a lease may be waiting for the slot it frees: a NOTIFY serialises its
-// transaction's commit (WAL flush included) on PostgreSQL's global notify-queue lock,
-// which made every completion wait for the others.
-func flushCompletes(db *sql.DB, batch []*completeReq) {
+// flushCompletes ends a batch of CompleteTask fast paths in one statement. Lease
+// long-polls are woken only when an ended task's code or project has a max_concurrency,
+// the only case where a lease may be waiting for the slot it frees (waking every idle
+// long-poll on each completion would only make them scan the queue for nothing).
+func (s *Store) flushCompletes(batch []*completeReq) {
+	db := s.db
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	run := dedupe(batch, func(r *completeReq) string { return r.taskID })
@@ -1301,6 +684,7 @@ func flushCompletes(db *sql.DB, batch []*completeReq) {
 		ids[i], leases[i], statuses[i], exits[i], msgs[i], durs[i] = r.taskID, r.leaseID, r.status, r.exitCode, r.msg, r.durationMs
 	}
 	ended := map[string]bool{}
+	freed := false // a capped code's or project's slot
 	err := func() error {
 		rows, err := db.QueryContext(ctx, `WITH l AS (
 				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[])
@@ -1318,26 +702,28 @@ func flushCompletes(db *sql.DB, batch []*completeReq) {
 				FROM l JOIN k ON k.id = l.id
 				WHERE t.id = l.id AND t.lease_id = l.lease_id AND t.status IN ('queued', 'preparing', 'running')
 				RETURNING t.id, t.code_id, t.project_id)
-			SELECT u.id, CASE WHEN EXISTS (SELECT 1 FROM codes c JOIN code_revisions r ON r.id = c.latest_revision_id
-			                               WHERE c.id = u.code_id AND r.max_concurrency IS NOT NULL)
-			                    OR EXISTS (SELECT 1 FROM projects p WHERE p.id = u.project_id AND p.max_concurrency IS NOT NULL)
-			                  THEN pg_notify($7, '')::text END
-			FROM u`, pq.Array(ids), pq.Array(leases), pq.Array(statuses), pq.Array(exits), pq.Array(msgs), pq.Array(durs),
-			TaskQueueChannel)
+			SELECT u.id, EXISTS (SELECT 1 FROM codes c JOIN code_revisions r ON r.id = c.latest_revision_id
+			                     WHERE c.id = u.code_id AND r.max_concurrency IS NOT NULL)
+			             OR EXISTS (SELECT 1 FROM projects p WHERE p.id = u.project_id AND p.max_concurrency IS NOT NULL)
+			FROM u`, pq.Array(ids), pq.Array(leases), pq.Array(statuses), pq.Array(exits), pq.Array(msgs), pq.Array(durs))
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
 			var id string
-			var notified sql.NullString
-			if err := rows.Scan(&id, &notified); err != nil {
+			var capped bool
+			if err := rows.Scan(&id, &capped); err != nil {
 				return err
 			}
 			ended[id] = true
+			freed = freed || capped
 		}
 		return rows.Err()
 	}()
+	if err == nil && freed {
+		s.queueChanged()
+	}
 	for _, r := range run {
 		switch {
 		case err != nil:
@@ -1536,7 +922,8 @@ func (s *Store) ReapExpiredLeases(ctx context.Context, opts ReapOptions) ([]Reap
 			return fmt.Errorf("release cancelled tasks: %w", err)
 		}
 		if len(events) > 0 {
-			return notifyQueued(ctx, tx)
+			s.notifyAfterCommit(tx)
+			return nil
 		}
 		return nil
 	})

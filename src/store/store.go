@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +42,12 @@ type Store struct {
 	log    *slog.Logger
 	// maxLogBytes caps each task's stored log (tasklogs_cap.go); 0 = unlimited.
 	maxLogBytes atomic.Int64
+	// notifier wakes lease long-polls after commits (notify.go).
+	notifier  *queueNotifier
+	notifyTxs sync.Map // *sql.Tx → struct{}: transactions that wake long-polls once committed
+	// groupsOnce/grp: the group commits of heartbeats and completions (leases.go).
+	groupsOnce sync.Once
+	grp        *storeGroups
 }
 
 // Options tune a Store.
@@ -72,12 +79,15 @@ func Open(ctx context.Context, dsn string, sealer *secrets.Sealer, opts Options)
 	if logger == nil {
 		logger = slog.Default()
 	}
-	st := &Store{db: db, sealer: sealer, log: logger}
+	st := &Store{db: db, sealer: sealer, log: logger, notifier: newQueueNotifier(db)}
 	st.SetMaxTaskLogBytes(opts.MaxTaskLogBytes)
 	return st, nil
 }
 
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.notifier.close()
+	return s.db.Close()
+}
 
 // DB exposes the pool for health checks and metrics collectors.
 func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
@@ -144,11 +154,16 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
 	if err := fn(tx); err != nil {
+		s.notifyTxs.Delete(tx)
 		tx.Rollback()
 		return err
 	}
+	_, notify := s.notifyTxs.LoadAndDelete(tx)
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
+	}
+	if notify {
+		s.queueChanged()
 	}
 	return nil
 }

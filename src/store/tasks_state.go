@@ -71,7 +71,8 @@ func (s *Store) CancelTask(ctx context.Context, projectID, taskID string) error 
 		if cancelled = n == 1; !cancelled {
 			return nil
 		}
-		return notifyQueued(ctx, tx)
+		s.notifyAfterCommit(tx)
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("cancel task %s: %w", taskID, err)
@@ -152,7 +153,8 @@ func (s *Store) RetryTask(ctx context.Context, projectID, taskID string, delay i
 		if _, err := tx.ExecContext(ctx, `UPDATE tasks SET retry_task_id = $2, updated_at = now() WHERE id = $1`, taskID, newID); err != nil {
 			return fmt.Errorf("link retry: %w", err)
 		}
-		return notifyQueued(ctx, tx)
+		s.notifyAfterCommit(tx)
+		return nil
 	})
 	if errors.Is(err, ErrNotFound) {
 		return "", ErrNotFound
