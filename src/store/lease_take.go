@@ -103,7 +103,7 @@ func (s *Store) leaseRound(ctx context.Context, req LeaseRequest, want int, st *
 	// Some candidates may fail the concurrency check or be taken by another lease: read
 	// a few more than wanted so that one capped code does not starve the lease.
 	limit := 2*want + 8
-	scan, err := scanQueue(ctx, s.db, limit, cancelLimit, st)
+	scan, err := s.scanQueue(ctx, nil, limit, cancelLimit, st)
 	if err != nil {
 		return nil, false, err
 	}
@@ -124,9 +124,9 @@ func (s *Store) leaseRound(ctx context.Context, req LeaseRequest, want int, st *
 		if len(picks) > want {
 			picks, more = picks[:want], true
 		}
-		leased, sealedOff, err = s.takeTasks(ctx, s.db, picks, req)
+		leased, sealedOff, err = s.takeTasks(ctx, nil, picks, req)
 	} else {
-		err = s.inTx(ctx, func(tx *sql.Tx) error {
+		err = s.inHotTx(ctx, func(tx *sql.Tx) error {
 			var err error
 			if picks, heldBack, more, err = pickWithinCaps(ctx, tx, scan.cands, want, more); err != nil {
 				return err
@@ -190,11 +190,6 @@ func (s *Store) endUndecryptable(ctx context.Context, leased []LeasedTask, seale
 	return out, failed, nil
 }
 
-// queryer is what *sql.DB and *sql.Tx share.
-type queryer interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
 // queueScanRows bounds how many rows per priority the scan reads before it falls back
 // to reading each code's queue head.
 const queueScanRows = 500
@@ -249,8 +244,8 @@ var queueScan = func() string {
 // (a paused code's, a full code's or a full project's backlog) before enough eligible
 // ones are found, it falls back to the head of each live code's queue (queueHeads),
 // which costs a few index probes per code instead of a walk through the backlog.
-func scanQueue(ctx context.Context, q queryer, limit, cancelLimit int, st *leaseState) (scanResult, error) {
-	rows, err := q.QueryContext(ctx, queueScan, pq.Array(st.excluded), pq.Array(st.skip), max(queueScanRows, 2*limit),
+func (s *Store) scanQueue(ctx context.Context, tx *sql.Tx, limit, cancelLimit int, st *leaseState) (scanResult, error) {
+	rows, err := s.hotQuery(ctx, tx, queueScan, pq.Array(st.excluded), pq.Array(st.skip), max(queueScanRows, 2*limit),
 		pq.Array(st.excludedProjects), limit, cancelLimit)
 	if err != nil {
 		return scanResult{}, fmt.Errorf("scan the queue: %w", err)
@@ -302,7 +297,7 @@ func scanQueue(ctx context.Context, q queryer, limit, cancelLimit int, st *lease
 	if !complete {
 		excluded := append(append([]string{}, st.excluded...), res.blockedCodes...)
 		excludedProjects := append(append([]string{}, st.excludedProjects...), res.blockedProjects...)
-		if cands, err = queueHeads(ctx, q, limit, excluded, excludedProjects, st.skip); err != nil {
+		if cands, err = s.queueHeads(ctx, tx, limit, excluded, excludedProjects, st.skip); err != nil {
 			return scanResult{}, err
 		}
 	}
@@ -314,11 +309,11 @@ func scanQueue(ctx context.Context, q queryer, limit, cancelLimit int, st *lease
 // queueHeads is scanQueue's fallback: the first due tasks of each live code that is not
 // excluded (nor of an excluded project), merged, plus the tasks of excluded codes and
 // projects queued for adoption, each with its max_concurrency and its project's.
-func queueHeads(ctx context.Context, q queryer, limit int, excluded, excludedProjects, skip []string) ([]candidate, error) {
+func (s *Store) queueHeads(ctx context.Context, tx *sql.Tx, limit int, excluded, excludedProjects, skip []string) ([]candidate, error) {
 	const head = `(SELECT t.id, t.code_id, t.backend_ref IS NOT NULL AS adopt, t.priority, t.run_at, t.project_id FROM tasks t
 		WHERE t.code_id = c.id AND t.status = 'queued' AND t.priority = %d AND t.run_at <= now() AND NOT (t.id = ANY($3::text[]))
 		ORDER BY t.run_at, t.id LIMIT $1)`
-	rows, err := q.QueryContext(ctx, `WITH h AS (SELECT h.id, h.code_id, h.adopt, h.priority, h.run_at, h.project_id
+	rows, err := s.hotQuery(ctx, tx, `WITH h AS (SELECT h.id, h.code_id, h.adopt, h.priority, h.run_at, h.project_id
 		FROM codes c CROSS JOIN LATERAL (`+fmt.Sprintf(head, 2)+` UNION ALL `+fmt.Sprintf(head, 1)+` UNION ALL `+fmt.Sprintf(head, 0)+`) h
 		WHERE c.deleted_at IS NULL AND NOT (c.id = ANY($2::text[])) AND NOT (c.project_id = ANY($4::text[]))
 		UNION ALL
@@ -454,7 +449,7 @@ func pickWithinCaps(ctx context.Context, tx *sql.Tx, cands []candidate, want int
 // task), leases them and reads them with their code revisions. It returns them in the
 // order of picks, and the revisions whose secrets cannot be decrypted (by revision id,
 // with the msg their tasks end with).
-func (s *Store) takeTasks(ctx context.Context, q queryer, picks []candidate, req LeaseRequest) ([]LeasedTask, map[string]string, error) {
+func (s *Store) takeTasks(ctx context.Context, tx *sql.Tx, picks []candidate, req LeaseRequest) ([]LeasedTask, map[string]string, error) {
 	if len(picks) == 0 {
 		return nil, nil, nil
 	}
@@ -464,7 +459,7 @@ func (s *Store) takeTasks(ctx context.Context, q queryer, picks []candidate, req
 		ids[i], leaseIDs[i] = c.id, NewID()
 		order[c.id] = i
 	}
-	rows, err := q.QueryContext(ctx, takeTasksQuery, pq.Array(ids), pq.Array(leaseIDs), req.Duration.Milliseconds(), req.RunnerID)
+	rows, err := s.hotQuery(ctx, tx, takeTasksQuery, pq.Array(ids), pq.Array(leaseIDs), req.Duration.Milliseconds(), req.RunnerID)
 	if err != nil {
 		return nil, nil, fmt.Errorf("take tasks: %w", err)
 	}
@@ -555,7 +550,7 @@ var revisionColumnsUnsealed = func() string {
 func (s *Store) ExplainLease(ctx context.Context, maxTasks int) (string, error) {
 	var b strings.Builder
 	err := func() error {
-		tx, err := s.db.BeginTx(ctx, nil)
+		tx, err := s.hot.BeginTx(ctx, nil)
 		if err != nil {
 			return err
 		}
@@ -582,7 +577,7 @@ func (s *Store) ExplainLease(ctx context.Context, maxTasks int) (string, error) 
 			pq.Array(st.excluded), pq.Array(st.skip), max(queueScanRows, 2*limit), pq.Array(st.excludedProjects), limit, maxTasks); err != nil {
 			return err
 		}
-		scan, err := scanQueue(ctx, tx, limit, maxTasks, st)
+		scan, err := s.scanQueue(ctx, tx, limit, maxTasks, st)
 		if err != nil {
 			return err
 		}

@@ -564,7 +564,7 @@ func (s *Store) groups() *storeGroups {
 			heartbeat: &groupCommit[*heartbeatReq]{sem: make(chan struct{}, maxGroupFlushers)},
 		}
 		g.complete.flush = func(b []*completeReq) { s.flushCompletes(b) }
-		g.heartbeat.flush = func(b []*heartbeatReq) { flushHeartbeats(s.db, b) }
+		g.heartbeat.flush = func(b []*heartbeatReq) { s.flushHeartbeats(b) }
 		s.grp = g
 	})
 	return s.grp
@@ -610,7 +610,7 @@ func (r *heartbeatReq) doneCh() chan error { return r.done }
 
 // flushHeartbeats extends a batch of leases in one statement, as HeartbeatTask's
 // one-task UPDATE does for each.
-func flushHeartbeats(db *sql.DB, batch []*heartbeatReq) {
+func (s *Store) flushHeartbeats(batch []*heartbeatReq) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	run := dedupe(batch, func(r *heartbeatReq) string { return r.taskID })
@@ -626,7 +626,7 @@ func flushHeartbeats(db *sql.DB, batch []*heartbeatReq) {
 	}
 	got := map[string]applied{}
 	err := func() error {
-		rows, err := db.QueryContext(ctx, `WITH l AS (
+		rows, err := s.hotQuery(ctx, nil, `WITH l AS (
 				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::bool[], $6::float8[])
 					AS l(id, lease_id, ref, adoptable, running, dur)),
 			-- rows locked in id order (no deadlock between batches); a row another call
@@ -673,7 +673,6 @@ func flushHeartbeats(db *sql.DB, batch []*heartbeatReq) {
 // the only case where a lease may be waiting for the slot it frees (waking every idle
 // long-poll on each completion would only make them scan the queue for nothing).
 func (s *Store) flushCompletes(batch []*completeReq) {
-	db := s.db
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	run := dedupe(batch, func(r *completeReq) string { return r.taskID })
@@ -686,7 +685,7 @@ func (s *Store) flushCompletes(batch []*completeReq) {
 	ended := map[string]bool{}
 	freed := false // a capped code's or project's slot
 	err := func() error {
-		rows, err := db.QueryContext(ctx, `WITH l AS (
+		rows, err := s.hotQuery(ctx, nil, `WITH l AS (
 				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[])
 					AS l(id, lease_id, status, exit_code, msg, dur)),
 			-- rows locked in id order, so that concurrent batches cannot deadlock

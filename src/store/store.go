@@ -5,6 +5,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
@@ -48,6 +49,38 @@ type Store struct {
 	// groupsOnce/grp: the group commits of heartbeats and completions (leases.go).
 	groupsOnce sync.Once
 	grp        *storeGroups
+	// stmts holds statements prepared once on db (query → *sql.Stmt).
+	stmts sync.Map
+	// hot is a second pool for the queue's hot statements (lease, heartbeat, complete),
+	// prepared once (hotStmts) and always run with generic plans: PostgreSQL otherwise
+	// re-plans them on every call with their parameters, and the lease scan took longer
+	// to plan than to run. Other statements stay on db, planned per call, where their
+	// parameters matter (task lists, filters).
+	hot      *sql.DB
+	hotStmts sync.Map
+}
+
+// sessionConnector runs init on each new session of a pool.
+type sessionConnector struct {
+	driver.Connector
+	init string
+}
+
+func (c sessionConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ex, ok := conn.(driver.ExecerContext)
+	if !ok {
+		conn.Close()
+		return nil, fmt.Errorf("session setup: the driver cannot execute %q", c.init)
+	}
+	if _, err := ex.ExecContext(ctx, c.init, nil); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("session setup: %w", err)
+	}
+	return conn, nil
 }
 
 // Options tune a Store.
@@ -64,29 +97,84 @@ func Open(ctx context.Context, dsn string, sealer *secrets.Sealer, opts Options)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	if opts.MaxOpenConns > 0 {
-		db.SetMaxOpenConns(opts.MaxOpenConns)
-		db.SetMaxIdleConns(opts.MaxOpenConns)
+	connector, err := pq.NewConnector(dsn)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open database: %w", err)
 	}
-	db.SetConnMaxIdleTime(5 * time.Minute)
+	hot := sql.OpenDB(sessionConnector{Connector: connector, init: `SET plan_cache_mode = force_generic_plan`})
+	for _, p := range []*sql.DB{db, hot} {
+		if opts.MaxOpenConns > 0 {
+			p.SetMaxOpenConns(opts.MaxOpenConns)
+			p.SetMaxIdleConns(opts.MaxOpenConns)
+		}
+		p.SetConnMaxIdleTime(5 * time.Minute)
+	}
 	pingCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	if err := db.PingContext(pingCtx); err != nil {
 		db.Close()
+		hot.Close()
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.Default()
 	}
-	st := &Store{db: db, sealer: sealer, log: logger, notifier: newQueueNotifier(db)}
+	st := &Store{db: db, hot: hot, sealer: sealer, log: logger, notifier: newQueueNotifier(db)}
 	st.SetMaxTaskLogBytes(opts.MaxTaskLogBytes)
 	return st, nil
 }
 
 func (s *Store) Close() error {
 	s.notifier.close()
+	for _, m := range []*sync.Map{&s.stmts, &s.hotStmts} {
+		m.Range(func(_, st any) bool {
+			st.(*sql.Stmt).Close()
+			return true
+		})
+	}
+	s.hot.Close()
 	return s.db.Close()
+}
+
+// prepared returns query prepared on the Store's pool, once: a hot statement then costs
+// one round trip and, once PostgreSQL settles on a generic plan, no planning per call,
+// where an unnamed statement costs a Parse round trip and a plan before each Execute
+// (the lease scan planned in longer than it ran). database/sql prepares it on each
+// connection the first time that connection runs it. Concurrent first callers may both
+// prepare; one statement is kept.
+func (s *Store) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
+	return prepareOnce(ctx, s.db, &s.stmts, query)
+}
+
+func prepareOnce(ctx context.Context, db *sql.DB, stmts *sync.Map, query string) (*sql.Stmt, error) {
+	if st, ok := stmts.Load(query); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, fmt.Errorf("prepare: %w", err)
+	}
+	if prev, loaded := stmts.LoadOrStore(query, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+// hotQuery runs one of the queue's hot statements on the hot pool (see Store.hot), in
+// tx when tx is not nil (tx must come from inHotTx).
+func (s *Store) hotQuery(ctx context.Context, tx *sql.Tx, query string, args ...any) (*sql.Rows, error) {
+	st, err := prepareOnce(ctx, s.hot, &s.hotStmts, query)
+	if err != nil {
+		return nil, err
+	}
+	if tx != nil {
+		// A transaction's statement is closed with the transaction.
+		return tx.StmtContext(ctx, st).QueryContext(ctx, args...)
+	}
+	return st.QueryContext(ctx, args...)
 }
 
 // DB exposes the pool for health checks and metrics collectors.
@@ -149,7 +237,16 @@ func (s *Store) Migrate(ctx context.Context) error {
 
 // inTx runs fn in a transaction, committing when it returns nil.
 func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+	return s.inTxOn(ctx, s.db, fn)
+}
+
+// inHotTx is inTx on the hot pool, for transactions of hot statements (hotQuery).
+func (s *Store) inHotTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return s.inTxOn(ctx, s.hot, fn)
+}
+
+func (s *Store) inTxOn(ctx context.Context, db *sql.DB, fn func(tx *sql.Tx) error) error {
+	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
