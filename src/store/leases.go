@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lib/pq"
@@ -943,6 +944,7 @@ type QueueWaker struct {
 	listener *pq.Listener
 	done     chan struct{}
 	log      *slog.Logger
+	ignore   atomic.Value // string: the payload of this process's own NOTIFYs (Store.WakeLocally)
 }
 
 // NewQueueWaker starts listening with its own connection (dsn as for Open). It does not
@@ -978,9 +980,12 @@ func (w *QueueWaker) loop() {
 	defer ping.Stop()
 	for {
 		select {
-		case _, ok := <-w.listener.Notify:
+		case n, ok := <-w.listener.Notify:
 			if !ok {
 				return
+			}
+			if own, _ := w.ignore.Load().(string); n != nil && own != "" && n.Extra == own {
+				continue // this process woke its waiters when it committed
 			}
 			w.Wake() // nil after a reconnect: wake too
 		case <-ping.C:

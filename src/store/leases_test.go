@@ -458,6 +458,43 @@ var _ = Describe("Leases (store)", func() {
 		code := newCode(store.CodeSettings{})
 		listeningWaker(func() { queue(code.Name, 1) })
 	})
+
+	It("wakes its own process's waiters at commit, before and without any NOTIFY", func() {
+		code := newCode(store.CodeSettings{})
+		Expect(st.SetCodePaused(ctx, projectID, code.ID, true)).To(Succeed())
+		// A waker that never gets its LISTEN up: only the in-process wake can reach it.
+		w := store.NewQueueWaker("postgres://postgres@127.0.0.1:1/none?sslmode=disable&connect_timeout=1", nil)
+		DeferCleanup(w.Close)
+		st.WakeLocally(w)
+		DeferCleanup(func() { st.OnQueued(nil) })
+		ch := w.Wait()
+		Consistently(ch, 200*time.Millisecond).ShouldNot(BeClosed())
+		Expect(st.SetCodePaused(ctx, projectID, code.ID, false)).To(Succeed()) // a resume wakes lease long-polls
+		Expect(ch).To(BeClosed())
+	})
+
+	It("does not take its own NOTIFYs as a second wake-up, but wakes on another process's", func() {
+		code := newCode(store.CodeSettings{})
+		other, err := store.Open(ctx, tdb.URL, testsupport.NewSealer(), store.Options{MaxOpenConns: 2})
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(other.Close)
+		resume := func(s *store.Store) {
+			Expect(s.SetCodePaused(ctx, projectID, code.ID, true)).To(Succeed())
+			Expect(s.SetCodePaused(ctx, projectID, code.ID, false)).To(Succeed())
+		}
+		w := listeningWaker(func() { resume(other) })
+		st.WakeLocally(w)
+		DeferCleanup(func() { st.OnQueued(nil) })
+
+		ch := w.Wait()
+		resume(st)
+		Expect(ch).To(BeClosed()) // at commit
+		echo := w.Wait()
+		Consistently(echo, 500*time.Millisecond).ShouldNot(BeClosed()) // st's NOTIFY came back and was ignored
+
+		resume(other)
+		Eventually(echo, 5*time.Second).Should(BeClosed())
+	})
 })
 
 var _ = Describe("Leases of a code revision whose secrets cannot be decrypted", func() {

@@ -26,6 +26,7 @@ const notifyInterval = 2 * time.Millisecond
 // record): a wake-up is best effort anyway, and waiters re-check on a timer.
 type queueNotifier struct {
 	db       *sql.DB
+	id       string // the NOTIFY payload: tells this Store's notifications apart
 	onQueued atomic.Pointer[func()]
 	kick     chan struct{}
 	stop     chan struct{}
@@ -36,7 +37,15 @@ type queueNotifier struct {
 }
 
 func newQueueNotifier(db *sql.DB) *queueNotifier {
-	return &queueNotifier{db: db, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	return &queueNotifier{db: db, id: NewID(), kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// WakeLocally wires this process's QueueWaker to the Store: committed changes wake its
+// long-polls at once (OnQueued), and the NOTIFYs this Store sends for them are not
+// taken as a second wake-up when they come back on the waker's LISTEN.
+func (s *Store) WakeLocally(w *QueueWaker) {
+	s.OnQueued(w.Wake)
+	w.ignore.Store(s.notifier.id)
 }
 
 // OnQueued sets a function called (without blocking the caller's work: it must be
@@ -86,7 +95,7 @@ func (n *queueNotifier) loop(s *Store) {
 		}
 		if err == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_, err = conn.ExecContext(ctx, `SELECT pg_notify($1, '')`, TaskQueueChannel)
+			_, err = conn.ExecContext(ctx, `SELECT pg_notify($1, $2)`, TaskQueueChannel, n.id)
 			cancel()
 		}
 		if err != nil {

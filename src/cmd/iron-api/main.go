@@ -89,7 +89,7 @@ func serve(cfg config.API) error {
 
 	waker := store.NewQueueWaker(cfg.Database.DSN(), log)
 	defer waker.Close()
-	st.OnQueued(waker.Wake) // this process's long-polls wake without waiting for the NOTIFY
+	st.WakeLocally(waker) // this process's long-polls wake at commit, not on the NOTIFY's return
 	var osb *broker.Broker
 	var osbHandler http.Handler
 	if cfg.Broker.Enabled {

@@ -61,7 +61,7 @@ func StartAPI(limits config.Limits, opts ...Option) (*API, error) {
 	cfg.Runner.Credentials = []config.RunnerCredential{{Name: TestRunnerName, Secret: TestRunnerSecret}}
 	cfg.ApplyDefaults()
 	waker := store.NewQueueWaker(db.URL, quietLogger())
-	st.OnQueued(waker.Wake) // this process's long-polls wake without waiting for the NOTIFY
+	st.WakeLocally(waker) // this process's long-polls wake at commit, not on the NOTIFY's return
 	serverOpts := api.Options{Store: st, Limits: cfg.Limits, Logger: quietLogger(),
 		Runner: api.RunnerOptions{Config: cfg.Runner, Waker: waker}}
 	for _, o := range opts {
