@@ -47,20 +47,24 @@ type Result struct {
 }
 
 var (
-	system   = flag.String("system", "river", "river or raw")
-	workload = flag.String("workload", "", "enqueue-single, enqueue-batch, e2e, pickup")
-	clients  = flag.Int("clients", 16, "concurrent clients of the enqueue workloads")
-	batch    = flag.Int("batch", 100, "tasks per request of enqueue-batch")
-	duration = flag.Duration("duration", 5*time.Second, "length of the enqueue workloads")
-	tasks    = flag.Int("tasks", 5000, "tasks drained by e2e")
-	capacity = flag.Int("c", 100, "in-flight capacity of e2e (River MaxWorkers; raw: workers × lease batch)")
-	rawLease = flag.Int("raw-lease", 50, "tasks per lease round trip of the raw e2e")
-	variant  = flag.String("variant", "default", "River configuration of e2e: default or tuned")
-	samples  = flag.Int("samples", 60, "pickup latency samples")
-	rate     = flag.Float64("rate", 5, "pickup: mean Poisson arrivals per second")
-	queued   = flag.Int("queued", 1000, "scale: jobs queued while leasing")
-	cycles   = flag.Int("cycles", 200, "scale: lease(1) + complete cycles timed")
-	limit    = flag.Duration("limit", 5*time.Minute, "hard time bound of one measurement")
+	system      = flag.String("system", "river", "river or raw")
+	workload    = flag.String("workload", "", "enqueue-single, enqueue-batch, e2e, pickup, scale, schedules (raw only)")
+	clients     = flag.Int("clients", 16, "concurrent clients of the enqueue workloads")
+	batch       = flag.Int("batch", 100, "tasks per request of enqueue-batch")
+	duration    = flag.Duration("duration", 5*time.Second, "length of the enqueue workloads")
+	tasks       = flag.Int("tasks", 5000, "tasks drained by e2e")
+	capacity    = flag.Int("c", 100, "in-flight capacity of e2e (River MaxWorkers; raw: workers × lease batch)")
+	rawLease    = flag.Int("raw-lease", 50, "tasks per lease round trip of the raw e2e")
+	variant     = flag.String("variant", "default", "River configuration of e2e: default or tuned")
+	samples     = flag.Int("samples", 60, "pickup latency samples")
+	rate        = flag.Float64("rate", 5, "pickup: mean Poisson arrivals per second")
+	queued      = flag.Int("queued", 1000, "scale: jobs queued while leasing")
+	cycles      = flag.Int("cycles", 200, "scale: lease(1) + complete cycles timed")
+	completed   = flag.Int("completed", 0, "scale: jobs leased and completed (in batches, not timed) before the timed cycles")
+	explainOut  = flag.String("explain-out", "", "scale: append EXPLAIN (ANALYZE, BUFFERS) of the lease to this file")
+	explainHead = flag.String("explain-title", "", "scale: title of the plan in -explain-out")
+	schedules   = flag.Int("schedules", 100000, "schedules: schedules due in the same minute")
+	limit       = flag.Duration("limit", 5*time.Minute, "hard time bound of one measurement")
 )
 
 func main() {
@@ -311,6 +315,8 @@ func measureRaw(ctx context.Context, pool *pgxpool.Pool) (*Result, error) {
 	switch *workload {
 	case "scale":
 		return rawScale(ctx, pool)
+	case "schedules":
+		return rawSchedules(ctx, pool)
 	case "enqueue-single":
 		return enqueueLoop(ctx, 1, func(ctx context.Context) error {
 			_, err := pool.Exec(ctx, `INSERT INTO jobs (payload) VALUES ($1)`, `{}`)
@@ -416,13 +422,28 @@ func measureRaw(ctx context.Context, pool *pgxpool.Pool) (*Result, error) {
 	return nil, fmt.Errorf("unknown -workload %q", *workload)
 }
 
-// rawScale: -queued jobs queued, then -cycles sequential lease(1) + complete round trips.
+// rawScale: -queued + -completed jobs queued, -completed of them leased and completed
+// 1000 per round trip (not timed), then -cycles sequential lease(1) + complete round
+// trips; afterwards EXPLAIN (ANALYZE, BUFFERS) of a lease (rolled back) to -explain-out.
 func rawScale(ctx context.Context, pool *pgxpool.Pool) (*Result, error) {
-	if _, err := pool.Exec(ctx, `INSERT INTO jobs (payload) SELECT '{}' FROM generate_series(1, $1)`, *queued); err != nil {
+	if _, err := pool.Exec(ctx, `INSERT INTO jobs (payload) SELECT '{}' FROM generate_series(1, $1)`, *queued+*completed); err != nil {
 		return nil, err
 	}
 	if _, err := pool.Exec(ctx, `VACUUM ANALYZE jobs`); err != nil {
 		return nil, err
+	}
+	for done := 0; done < *completed; {
+		ids, err := rawLeaseIDs(ctx, pool, min(1000, *completed-done))
+		if err != nil {
+			return nil, err
+		}
+		if len(ids) == 0 {
+			return nil, fmt.Errorf("queue empty after %d completions", done)
+		}
+		if _, err := pool.Exec(ctx, `UPDATE jobs SET state = 2, finished_at = now() WHERE id = ANY($1)`, ids); err != nil {
+			return nil, err
+		}
+		done += len(ids)
 	}
 	var lease, cycle []float64
 	deadline := time.Now().Add(*limit)
@@ -442,13 +463,92 @@ func rawScale(ctx context.Context, pool *pgxpool.Pool) (*Result, error) {
 		lease = append(lease, float64(t1.Sub(t0))/float64(time.Millisecond))
 		cycle = append(cycle, float64(time.Since(t0))/float64(time.Millisecond))
 	}
+	if *explainOut != "" {
+		if err := rawExplain(ctx, pool); err != nil {
+			return nil, err
+		}
+	}
 	sort.Float64s(lease)
 	sort.Float64s(cycle)
 	pct := func(l []float64, p float64) float64 { return l[min(len(l)-1, int(p*float64(len(l))))] }
 	return &Result{Workload: *workload, System: *system, Unit: "ms", Value: pct(lease, 0.99),
-		Note: fmt.Sprintf("%d queued, %d cycles", *queued, len(lease)),
+		Note: fmt.Sprintf("%d queued, %d completed before, %d cycles", *queued, *completed, len(lease)),
 		Metrics: map[string]float64{"lease p50": pct(lease, 0.5), "lease p99": pct(lease, 0.99),
 			"lease+complete p50": pct(cycle, 0.5), "lease+complete p99": pct(cycle, 0.99)}}, nil
+}
+
+// rawExplain appends EXPLAIN (ANALYZE, BUFFERS) of a lease(1), rolled back, to -explain-out.
+func rawExplain(ctx context.Context, pool *pgxpool.Pool) error {
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx)
+	rows, err := tx.Query(ctx, `EXPLAIN (ANALYZE, BUFFERS) `+rawLeaseSQL, 1)
+	if err != nil {
+		return err
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(*explainOut, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = fmt.Fprintf(f, "==== %s (raw: lease(1), %d queued, after %d completions)\n-- lease\n%s\n\n", *explainHead, *queued, *completed+*cycles, strings.Join(lines, "\n"))
+	return err
+}
+
+// rawSchedules is the ceiling of firing -schedules schedules due in the same minute: a
+// narrow schedules table, and one statement that queues a job for every due schedule
+// (INSERT … SELECT) and advances them (next_start += run_every, run_count + 1), timed.
+func rawSchedules(ctx context.Context, pool *pgxpool.Pool) (*Result, error) {
+	if _, err := pool.Exec(ctx, `CREATE TABLE schedules (
+		id bigserial PRIMARY KEY,
+		next_start timestamptz NOT NULL,
+		run_every integer NOT NULL,
+		run_count integer NOT NULL DEFAULT 0,
+		payload jsonb NOT NULL DEFAULT '{}'
+	);
+	CREATE INDEX schedules_due ON schedules (next_start);
+	ALTER TABLE jobs ADD COLUMN schedule_id bigint, ADD COLUMN scheduled_for timestamptz;
+	CREATE UNIQUE INDEX jobs_schedule_instant ON jobs (schedule_id, scheduled_for) WHERE schedule_id IS NOT NULL`); err != nil {
+		return nil, err
+	}
+	minute := time.Now().UTC().Truncate(time.Minute).Add(-time.Minute)
+	step := time.Minute / time.Duration(*schedules)
+	if _, err := pool.Exec(ctx, `INSERT INTO schedules (next_start, run_every)
+		SELECT $1::timestamptz + (g * $2::bigint) * interval '1 microsecond', 60 FROM generate_series(0, $3::int - 1) g`,
+		minute, step.Microseconds(), *schedules); err != nil {
+		return nil, err
+	}
+	if _, err := pool.Exec(ctx, `VACUUM ANALYZE schedules`); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	tag, err := pool.Exec(ctx, `WITH due AS (
+			SELECT id, next_start, run_every, payload FROM schedules WHERE next_start <= $1 FOR UPDATE SKIP LOCKED
+		), queued AS (
+			INSERT INTO jobs (payload, schedule_id, scheduled_for) SELECT payload, id, next_start FROM due
+			ON CONFLICT (schedule_id, scheduled_for) WHERE schedule_id IS NOT NULL DO NOTHING
+		)
+		UPDATE schedules s SET next_start = due.next_start + due.run_every * interval '1 second', run_count = s.run_count + 1
+		FROM due WHERE s.id = due.id`, time.Now())
+	took := time.Since(start)
+	if err != nil {
+		return nil, err
+	}
+	var jobs int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM jobs WHERE schedule_id IS NOT NULL`).Scan(&jobs); err != nil {
+		return nil, err
+	}
+	if int(tag.RowsAffected()) != *schedules || jobs != *schedules {
+		return nil, fmt.Errorf("advanced %d schedules, %d jobs queued, want %d", tag.RowsAffected(), jobs, *schedules)
+	}
+	return &Result{Workload: *workload, System: *system, Unit: "s", Value: took.Seconds(),
+		Note: fmt.Sprintf("%d schedules due in one minute, one statement: %.0f schedules/s", *schedules, float64(*schedules)/took.Seconds())}, nil
 }
 
 func rawLeaseIDs(ctx context.Context, pool *pgxpool.Pool, n int) ([]int64, error) {
@@ -583,6 +683,7 @@ func report(args []string) error {
 	in := fs.String("in", "", "results.jsonl")
 	out := fs.String("out", "bench-results.json", "output")
 	machine := fs.String("machine", "", "machine description")
+	explain := fs.String("explain", "", "file of the scale workload's lease plans, named in the output")
 	fs.Parse(args)
 	raw, err := os.ReadFile(*in)
 	if err != nil {
@@ -641,7 +742,7 @@ func report(args []string) error {
 			r.Runs[sys] = vs
 		}
 		r.Ours, r.River, r.Raw = med["ours"], med["river"], med["raw"]
-		lowerBetter := units[name] == "ms"
+		lowerBetter := units[name] == "ms" || units[name] == "s"
 		ratio := func(other *float64) *float64 {
 			if r.Ours == nil || other == nil || *r.Ours == 0 || *other == 0 {
 				return nil
@@ -695,6 +796,10 @@ func report(args []string) error {
 	}
 	fmt.Println("\nratio ≥ 1 is good for ours (throughput: ours/other; latency: other/ours); spread = (max − min) / median over the measured repetitions")
 	doc := map[string]any{"machine": *machine, "workloads": rows}
+	if *explain != "" {
+		doc["explain"] = *explain
+		fmt.Printf("EXPLAIN (ANALYZE, BUFFERS) of the scale workload's leases: %s\n", *explain)
+	}
 	b, _ := json.MarshalIndent(doc, "", "  ")
 	return os.WriteFile(*out, append(b, '\n'), 0o644)
 }

@@ -35,7 +35,7 @@ import (
 )
 
 var (
-	workload    = flag.String("workload", "", "side-by-side measurement: enqueue-single, enqueue-batch, e2e, pickup (empty: the classic run)")
+	workload    = flag.String("workload", "", "side-by-side measurement: enqueue-single, enqueue-batch, e2e, pickup, scale, schedules (empty: the classic run)")
 	clients     = flag.Int("clients", 16, "concurrent clients of the enqueue workloads")
 	enqBatch    = flag.Int("enqueue-batch", 100, "tasks per POST /tasks of enqueue-batch")
 	duration    = flag.Duration("duration", 5*time.Second, "length of the enqueue workloads")
@@ -46,6 +46,9 @@ var (
 	limit       = flag.Duration("limit", 5*time.Minute, "hard time bound of one measurement")
 	queued      = flag.Int("queued", 1000, "scale: tasks queued while leasing")
 	cycles      = flag.Int("cycles", 200, "scale: lease(1) + complete cycles timed")
+	completed   = flag.Int("completed", 0, "scale: tasks leased and completed (in batches, not timed) before the timed cycles")
+	explainOut  = flag.String("explain-out", "", "scale: append EXPLAIN (ANALYZE, BUFFERS) of the lease to this file")
+	explainHead = flag.String("explain-title", "", "scale: title of the plan in -explain-out")
 )
 
 // result is bench/river's Result.
@@ -88,6 +91,8 @@ func sideBySide() error {
 		res, err = pickup(a)
 	case "scale":
 		res, err = scale(a, db)
+	case "schedules":
+		res, err = schedulesWorkload(a, db)
 	default:
 		err = fmt.Errorf("unknown -workload %q", *workload)
 	}
@@ -325,23 +330,31 @@ func pickup(a *testsupport.API) (*result, error) {
 		Note:    fmt.Sprintf("%d samples", len(lat))}, nil
 }
 
-// scale: -queued tasks queued (one through the API, the rest copied from it in SQL), then
-// -cycles sequential lease(1) + complete calls on the store (no HTTP), timed each.
+// scale: -queued + -completed tasks queued (one through the API, the rest copies of it
+// as the product writes them, see seedQueued), -completed of them leased and completed
+// through the store in large batches (not timed: this leaves the dead tuples and the
+// history of that many completions), then -cycles sequential lease(1) + complete calls
+// on the store (no HTTP), timed each. Afterwards EXPLAIN (ANALYZE, BUFFERS) of a lease
+// (store.ExplainLease, rolled back) goes to -explain-out.
 func scale(a *testsupport.API, db *sql.DB) (*result, error) {
-	ids, err := post(a, 1)
-	if err != nil {
-		return nil, err
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), *limit)
 	defer cancel()
-	if *queued > 1 {
-		if _, err := db.ExecContext(ctx, `INSERT INTO tasks SELECT (jsonb_populate_record(t, jsonb_build_object('id', t.id || '-' || g))).*
-			FROM tasks t, generate_series(1, $2::int) g WHERE t.id = $1`, ids[0], *queued-1); err != nil {
-			return nil, fmt.Errorf("copy queued tasks: %w", err)
-		}
+	t := time.Now()
+	if err := seedQueued(ctx, func(n int) ([]string, error) { return post(a, n) }, db, *queued+*completed); err != nil {
+		return nil, fmt.Errorf("seed queued tasks: %w", err)
 	}
+	seeded := time.Since(t)
 	if _, err := db.ExecContext(ctx, `VACUUM ANALYZE tasks`); err != nil {
 		return nil, err
+	}
+	fmt.Fprintf(os.Stderr, "scale: %d tasks queued in %s, VACUUM ANALYZE %s\n", *queued+*completed,
+		seeded.Round(time.Millisecond), (time.Since(t) - seeded).Round(time.Millisecond))
+	if *completed > 0 {
+		t = time.Now()
+		if err := drain(ctx, a, *completed); err != nil {
+			return nil, fmt.Errorf("complete %d tasks: %w", *completed, err)
+		}
+		fmt.Fprintf(os.Stderr, "scale: %d tasks leased and completed in %s\n", *completed, time.Since(t).Round(time.Millisecond))
 	}
 	var lease, cycle []float64
 	for i := 0; i < *cycles && ctx.Err() == nil; i++ {
@@ -360,7 +373,69 @@ func scale(a *testsupport.API, db *sql.DB) (*result, error) {
 		lease = append(lease, ms(t1.Sub(t0)))
 		cycle = append(cycle, ms(time.Since(t0)))
 	}
+	if *explainOut != "" {
+		plan, err := a.Store.ExplainLease(ctx, 1)
+		if err != nil {
+			return nil, err
+		}
+		if err := appendExplain(*explainOut, *explainHead, plan); err != nil {
+			return nil, err
+		}
+	}
 	return scaleResult(lease, cycle), nil
+}
+
+// drain leases n queued tasks through the store, 500 per lease call, and completes
+// each (64 concurrent CompleteTask calls, which the store batches into shared UPDATEs).
+func drain(ctx context.Context, a *testsupport.API, n int) error {
+	for done := 0; done < n; {
+		ls, err := a.Store.LeaseTasks(ctx, store.LeaseRequest{RunnerID: "bench-drain", MaxTasks: min(500, n-done), Duration: 10 * time.Minute})
+		if err != nil {
+			return err
+		}
+		if len(ls) == 0 {
+			return fmt.Errorf("queue empty after %d", done)
+		}
+		work := make(chan store.LeasedTask)
+		errs := make(chan error, 64)
+		var wg sync.WaitGroup
+		for w := 0; w < 64; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for l := range work {
+					if _, err := a.Store.CompleteTask(ctx, l.Task.ID, l.LeaseID, store.Completion{Status: "complete"}); err != nil {
+						select {
+						case errs <- err:
+						default:
+						}
+					}
+				}
+			}()
+		}
+		for _, l := range ls {
+			work <- l
+		}
+		close(work)
+		wg.Wait()
+		select {
+		case err := <-errs:
+			return err
+		default:
+		}
+		done += len(ls)
+	}
+	return nil
+}
+
+func appendExplain(path, title, plan string) error {
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = fmt.Fprintf(f, "==== %s (ours: store.ExplainLease(1), %d queued, after %d completions)\n%s\n", title, *queued, *completed+*cycles, plan)
+	return err
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -369,7 +444,7 @@ func scaleResult(lease, cycle []float64) *result {
 	sort.Float64s(lease)
 	sort.Float64s(cycle)
 	pct := func(l []float64, p float64) float64 { return l[min(len(l)-1, int(p*float64(len(l))))] }
-	return &result{Unit: "ms", Value: pct(lease, 0.99), Note: fmt.Sprintf("%d queued, %d cycles", *queued, len(lease)),
+	return &result{Unit: "ms", Value: pct(lease, 0.99), Note: fmt.Sprintf("%d queued, %d completed before, %d cycles", *queued, *completed, len(lease)),
 		Metrics: map[string]float64{"lease p50": pct(lease, 0.5), "lease p99": pct(lease, 0.99),
 			"lease+complete p50": pct(cycle, 0.5), "lease+complete p99": pct(cycle, 0.99)}}
 }
