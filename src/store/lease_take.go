@@ -203,35 +203,38 @@ type scanResult struct {
 }
 
 // queueScan is scanQueue's statement. $1/$4: codes/projects excluded by earlier rounds,
-// $2: tasks to skip, $3: rows read per priority, $5: candidates wanted, $6: Cancel
-// leases wanted.
+// $2: tasks to skip, $3: rows read at most per priority, $5: candidates wanted, $6:
+// Cancel leases wanted.
 //
-// It reads one index range per priority (tasks_queue: priority, run_at), so tasks
-// delayed into the future are never walked over, keeps the first $5 eligible rows of
-// each (not of an excluded code or project, unless queued for adoption), and reports a
-// priority whose range was read to its end ($3 rows) as saturated: eligible tasks may
-// lie beyond. In the same round trip: the paused and full codes and projects (which
-// read the active tasks only, never the queue), each candidate's max_concurrency (its
-// code's latest revision's) and its project's, and the Cancel leases due.
+// Per priority it walks one index range (tasks_queue: priority, run_at), so tasks
+// delayed into the future are never walked over, and keeps the first $5 eligible rows
+// (not of an excluded code or project, unless queued for adoption); the walk stops as
+// soon as it has them, and after $3 rows at most. A priority that yielded fewer than $5
+// although its walk read $3 rows is reported saturated: eligible tasks may lie beyond
+// (that count runs only for such a short priority). In the same round trip: the paused
+// and full codes and projects (which read the active tasks only, never the queue), each
+// candidate's max_concurrency (its code's latest revision's) and its project's, and the
+// Cancel leases due.
 var queueScan = func() string {
-	const branch = `b%d AS (SELECT t.id, t.code_id, t.backend_ref IS NOT NULL AS adopt, t.priority, t.run_at, t.project_id FROM tasks t
+	const window = `SELECT t.id, t.code_id, t.backend_ref IS NOT NULL AS adopt, t.priority, t.run_at, t.project_id FROM tasks t
 		WHERE t.status = 'queued' AND t.priority = %d AND t.run_at <= now() AND NOT (t.id = ANY($2::text[]))
-		ORDER BY t.run_at, t.id LIMIT $3)`
-	const eligible = `(SELECT u.* FROM b%d u, ex
-		WHERE u.adopt OR NOT (u.code_id = ANY(ex.codes) OR u.project_id = ANY(ex.projects))
-		ORDER BY u.run_at, u.id LIMIT $5)`
-	const saturated = `SELECT 'saturated', NULL, NULL, NULL, false, %d, NULL, NULL, NULL WHERE (SELECT count(*) FROM b%d) = $3`
+		ORDER BY t.run_at, t.id LIMIT $3`
+	const eligible = `(SELECT w.* FROM (` + window + `) w
+		WHERE w.adopt OR NOT (w.code_id = ANY((SELECT codes FROM ex)::text[]) OR w.project_id = ANY((SELECT projects FROM ex)::text[]))
+		ORDER BY w.run_at, w.id LIMIT $5)`
+	const saturated = `SELECT 'saturated', NULL, NULL, NULL, false, %d, NULL, NULL, NULL
+		WHERE (SELECT count(*) FROM e WHERE e.priority = %d) < $5
+		  AND (SELECT count(*) FROM (` + window + `) w) = $3`
 	return `WITH bc AS (` + blockedCodes + `), bp AS (` + blockedProjects + `),
 		ex AS MATERIALIZED (SELECT array(SELECT * FROM bc) || $1::text[] AS codes, array(SELECT * FROM bp) || $4::text[] AS projects),
-		` + fmt.Sprintf(branch, 2, 2) + `, ` + fmt.Sprintf(branch, 1, 1) + `, ` + fmt.Sprintf(branch, 0, 0) + `,
 		e AS (` + fmt.Sprintf(eligible, 2) + ` UNION ALL ` + fmt.Sprintf(eligible, 1) + ` UNION ALL ` + fmt.Sprintf(eligible, 0) + `)
 		SELECT 'task'::text, e.id::text, e.code_id::text, e.project_id::text, e.adopt, e.priority::int, e.run_at::timestamptz,
 		       r.max_concurrency::int, p.max_concurrency::int
 		FROM e LEFT JOIN codes c ON c.id = e.code_id LEFT JOIN code_revisions r ON r.id = c.latest_revision_id
 		       LEFT JOIN projects p ON p.id = e.project_id
-		UNION ALL ` + fmt.Sprintf(saturated, 2, 2) + `
-		UNION ALL ` + fmt.Sprintf(saturated, 1, 1) + `
-		UNION ALL ` + fmt.Sprintf(saturated, 0, 0) + `
+		UNION ALL ` + fmt.Sprintf(saturated, 2, 2, 2) + `
+		UNION ALL ` + fmt.Sprintf(saturated, 1, 1, 1) + `
+		UNION ALL ` + fmt.Sprintf(saturated, 0, 0, 0) + `
 		UNION ALL SELECT 'cancel', k.id, NULL, NULL, true, 0, NULL, NULL, NULL FROM (SELECT id FROM tasks
 			WHERE status = 'cancelled' AND lease_id IS NULL AND backend_ref IS NOT NULL AND backend_adoptable
 			ORDER BY updated_at LIMIT $6) k
