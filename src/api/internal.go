@@ -35,6 +35,9 @@ import (
 //	POST /internal/v1/tasks/:id/release      {lease_id} → 200; back to the queue (drain),
 //	  409 when it runs and cannot be adopted, or the lease is lost
 //	GET  /internal/v1/tasks/:id/archive?lease_id=…  → 200 application/zip; 404 no archive
+//	POST /internal/v1/reports                {"reports": [{task_id, heartbeat|complete|progress: {…}}, …]}
+//	  → 200 {"results": [{code, …}, …]}: many heartbeats, completions and progress
+//	  reports of held tasks in one request (internal_reports.go)
 //
 // Errors are IronWorker-style {"msg": "…"}; 503 means retry later.
 
@@ -54,6 +57,12 @@ type RunnerOptions struct {
 // maxLeaseTasks bounds max_tasks of one lease request.
 const maxLeaseTasks = 100
 
+// maxConcurrentLeases bounds the store leases one API process runs at once. Concurrent
+// leases scan the same head of the queue and find each other's picks locked, so each
+// needs more rounds (a scan and a take each); taking turns, each gets its tasks in one,
+// and the waiting is short (a lease is a few milliseconds).
+const maxConcurrentLeases = 1
+
 const runnerKey = "runner_name"
 
 type internalAPI struct {
@@ -63,6 +72,8 @@ type internalAPI struct {
 	recheck time.Duration
 	drain   <-chan struct{}
 	creds   []hashedCredential
+	// leasing bounds the store leases run at once (see lease).
+	leasing chan struct{}
 }
 
 type hashedCredential struct {
@@ -80,7 +91,8 @@ func (s *Server) mountInternal(r *gin.Engine, opts RunnerOptions) {
 	if cfg.LeaseDuration <= 0 {
 		cfg.LeaseDuration = config.Duration(30 * time.Second)
 	}
-	ia := &internalAPI{s: s, cfg: cfg, waker: opts.Waker, recheck: opts.Recheck, drain: opts.Draining}
+	ia := &internalAPI{s: s, cfg: cfg, waker: opts.Waker, recheck: opts.Recheck, drain: opts.Draining,
+		leasing: make(chan struct{}, maxConcurrentLeases)}
 	if ia.recheck <= 0 {
 		ia.recheck = 2 * time.Second
 	}
@@ -98,6 +110,7 @@ func (s *Server) mountInternal(r *gin.Engine, opts RunnerOptions) {
 	g.POST("/tasks/:task_id/complete", ia.complete)
 	g.POST("/tasks/:task_id/release", ia.release)
 	g.GET("/tasks/:task_id/archive", ia.archive)
+	g.POST("/reports", ia.reports)
 }
 
 // authenticate accepts a configured runner credential, compared in constant time
@@ -245,7 +258,14 @@ func (ia *internalAPI) lease(c *gin.Context) {
 	deadline := time.Now().Add(wait)
 	for {
 		wake := ia.waker.Wait() // before looking, so that a notification in between counts
+		select {
+		case ia.leasing <- struct{}{}:
+		case <-ctx.Done():
+			c.Abort()
+			return
+		}
 		leases, err := ia.s.store.LeaseTasks(ctx, store.LeaseRequest{RunnerID: runnerID, MaxTasks: maxTasks, Duration: ia.cfg.LeaseDuration.Std()})
+		<-ia.leasing
 		if err != nil {
 			ia.s.fail(c, err)
 			return
@@ -333,18 +353,35 @@ func (ia *internalAPI) leaseError(c *gin.Context, err error) bool {
 	if err == nil {
 		return false
 	}
+	if r, ok := leaseResult(err); ok {
+		r.abort(c)
+		return true
+	}
+	ia.s.fail(c, err)
+	return true
+}
+
+// leaseResult is the answer to the store's lease errors: 404 not found, 409 lease lost
+// or task finished (with its status); ok is false for any other error.
+func leaseResult(err error) (r reportResult, ok bool) {
 	var stateErr *store.TaskStateError
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		abortMsg(c, http.StatusNotFound, "Task not found")
+		return reportResult{Code: http.StatusNotFound, Msg: "Task not found"}, true
 	case errors.Is(err, store.ErrLeaseLost):
-		c.AbortWithStatusJSON(http.StatusConflict, conflictBody{Msg: "Lease lost: the task is not held by this lease"})
+		return reportResult{Code: http.StatusConflict, Msg: "Lease lost: the task is not held by this lease"}, true
 	case errors.As(err, &stateErr):
-		c.AbortWithStatusJSON(http.StatusConflict, conflictBody{Msg: "Task has already finished with status " + stateErr.Status, Status: stateErr.Status})
-	default:
-		ia.s.fail(c, err)
+		return reportResult{Code: http.StatusConflict, Msg: "Task has already finished with status " + stateErr.Status, Status: stateErr.Status}, true
 	}
-	return true
+	return reportResult{}, false
+}
+
+// heartbeatBody is the body of POST /tasks/:id/heartbeat (and a report's "heartbeat").
+type heartbeatBody struct {
+	LeaseID    string `json:"lease_id"`
+	State      string `json:"state"`
+	BackendRef string `json:"backend_ref"`
+	Adoptable  *bool  `json:"adoptable"`
 }
 
 // heartbeat is POST /tasks/:id/heartbeat. state "running" (or a backend_ref without a
@@ -354,14 +391,18 @@ func (ia *internalAPI) heartbeat(c *gin.Context) {
 	if !ok {
 		return
 	}
-	var body struct {
-		LeaseID    string `json:"lease_id"`
-		State      string `json:"state"`
-		BackendRef string `json:"backend_ref"`
-		Adoptable  *bool  `json:"adoptable"`
-	}
-	if !ia.s.decodeJSON(c, &body) || !requireLease(c, body.LeaseID) {
+	var body heartbeatBody
+	if !ia.s.decodeJSON(c, &body) {
 		return
+	}
+	r, err := ia.doHeartbeat(c.Request.Context(), id, &body)
+	ia.answer(c, r, err)
+}
+
+// doHeartbeat applies a heartbeat; err is an unexpected failure (the answer is then empty).
+func (ia *internalAPI) doHeartbeat(ctx context.Context, id string, body *heartbeatBody) (reportResult, error) {
+	if r, bad := missingLease(body.LeaseID); bad {
+		return r, nil
 	}
 	hb := store.Heartbeat{BackendRef: body.BackendRef, Adoptable: body.Adoptable == nil || *body.Adoptable}
 	switch body.State {
@@ -371,22 +412,23 @@ func (ia *internalAPI) heartbeat(c *gin.Context) {
 		hb.Running = body.BackendRef != ""
 	case "preparing":
 	default:
-		abortMsg(c, http.StatusBadRequest, `state must be "preparing" or "running"`)
-		return
+		return reportResult{Code: http.StatusBadRequest, Msg: `state must be "preparing" or "running"`}, nil
 	}
-	res, err := ia.s.store.HeartbeatTask(c.Request.Context(), id, body.LeaseID, hb, ia.cfg.LeaseDuration.Std())
+	res, err := ia.s.store.HeartbeatTask(ctx, id, body.LeaseID, hb, ia.cfg.LeaseDuration.Std())
 	if errors.Is(err, store.ErrTaskCancelled) {
-		out := gin.H{"cancel": true, "status": "cancelled"}
+		out := reportResult{Code: http.StatusOK, Cancel: &yes, Status: "cancelled"}
 		if !res.ExpiresAt.IsZero() {
-			out["expires_at"] = timeString(res.ExpiresAt)
+			out.ExpiresAt = timeString(res.ExpiresAt)
 		}
-		c.JSON(http.StatusOK, out)
-		return
+		return out, nil
 	}
-	if ia.leaseError(c, err) {
-		return
+	if r, ok := leaseResult(err); ok {
+		return r, nil
 	}
-	c.JSON(http.StatusOK, gin.H{"cancel": false, "status": res.Status, "expires_at": timeString(res.ExpiresAt)})
+	if err != nil {
+		return reportResult{}, err
+	}
+	return reportResult{Code: http.StatusOK, Cancel: &no, Status: res.Status, ExpiresAt: timeString(res.ExpiresAt)}, nil
 }
 
 // appendLog is POST /tasks/:id/log?stream=stdout|stderr&lease_id=…, the raw body.
@@ -430,30 +472,54 @@ func (ia *internalAPI) progress(c *gin.Context) {
 		return
 	}
 	var body progressInput
-	if !ia.s.decodeJSON(c, &body) || !requireLease(c, body.LeaseID) {
+	if !ia.s.decodeJSON(c, &body) {
 		return
+	}
+	r, err := ia.doProgress(c.Request.Context(), id, &body)
+	ia.answer(c, r, err)
+}
+
+func (ia *internalAPI) doProgress(ctx context.Context, id string, body *progressInput) (reportResult, error) {
+	if r, bad := missingLease(body.LeaseID); bad {
+		return r, nil
 	}
 	percent, msg, e := body.validate()
 	if e != nil {
-		abortInput(c, e)
-		return
+		return reportResult{Code: e.status, Msg: e.msg}, nil
 	}
-	err := ia.s.store.SetLeasedTaskProgress(c.Request.Context(), id, body.LeaseID, percent, msg)
-	ia.answerCancel(c, err)
+	return cancelResult(ia.s.store.SetLeasedTaskProgress(ctx, id, body.LeaseID, percent, msg))
 }
 
 // answerCancel answers a report from the lease holder: {"cancel": true} when the user
 // cancelled the task (the holder keeps reporting until it has stopped it), the lease
 // error otherwise, else {"cancel": false}.
 func (ia *internalAPI) answerCancel(c *gin.Context, err error) {
+	r, err := cancelResult(err)
+	ia.answer(c, r, err)
+}
+
+// cancelResult is answerCancel's answer; err is an unexpected failure.
+func cancelResult(err error) (reportResult, error) {
 	if errors.Is(err, store.ErrTaskCancelled) {
-		c.JSON(http.StatusOK, gin.H{"cancel": true})
-		return
+		return reportResult{Code: http.StatusOK, Cancel: &yes}, nil
 	}
-	if ia.leaseError(c, err) {
-		return
+	if r, ok := leaseResult(err); ok {
+		return r, nil
 	}
-	c.JSON(http.StatusOK, gin.H{"cancel": false})
+	if err != nil {
+		return reportResult{}, err
+	}
+	return reportResult{Code: http.StatusOK, Cancel: &no}, nil
+}
+
+// completeBody is the body of POST /tasks/:id/complete (and a report's "complete").
+type completeBody struct {
+	LeaseID    string   `json:"lease_id"`
+	Status     string   `json:"status"`
+	ExitCode   *int     `json:"exit_code"`
+	Msg        string   `json:"msg"`
+	DurationMS *float64 `json:"duration_ms"`
+	NoRetry    bool     `json:"no_retry"`
 }
 
 // complete is POST /tasks/:id/complete.
@@ -462,20 +528,20 @@ func (ia *internalAPI) complete(c *gin.Context) {
 	if !ok {
 		return
 	}
-	var body struct {
-		LeaseID    string   `json:"lease_id"`
-		Status     string   `json:"status"`
-		ExitCode   *int     `json:"exit_code"`
-		Msg        string   `json:"msg"`
-		DurationMS *float64 `json:"duration_ms"`
-		NoRetry    bool     `json:"no_retry"`
-	}
-	if !ia.s.decodeJSON(c, &body) || !requireLease(c, body.LeaseID) {
+	var body completeBody
+	if !ia.s.decodeJSON(c, &body) {
 		return
+	}
+	r, err := ia.doComplete(c.Request.Context(), id, &body)
+	ia.answer(c, r, err)
+}
+
+func (ia *internalAPI) doComplete(ctx context.Context, id string, body *completeBody) (reportResult, error) {
+	if r, bad := missingLease(body.LeaseID); bad {
+		return r, nil
 	}
 	if !store.IsFinalStatus(body.Status) {
-		abortMsg(c, http.StatusBadRequest, "status must be one of "+strings.Join(store.FinalStatuses, ", "))
-		return
+		return reportResult{Code: http.StatusBadRequest, Msg: "status must be one of " + strings.Join(store.FinalStatuses, ", ")}, nil
 	}
 	if len(body.Msg) > maxProgressMsgBytes {
 		body.Msg = body.Msg[:maxProgressMsgBytes]
@@ -484,12 +550,15 @@ func (ia *internalAPI) complete(c *gin.Context) {
 	if body.DurationMS != nil && *body.DurationMS > 0 {
 		comp.Duration = time.Duration(*body.DurationMS * float64(time.Millisecond))
 	}
-	res, err := ia.s.store.CompleteTask(c.Request.Context(), id, body.LeaseID, comp)
-	if ia.leaseError(c, err) {
-		return
+	res, err := ia.s.store.CompleteTask(ctx, id, body.LeaseID, comp)
+	if r, ok := leaseResult(err); ok {
+		return r, nil
+	}
+	if err != nil {
+		return reportResult{}, err
 	}
 	ia.s.log.Debug("task completed", "task_id", id, "status", res.Status, "retry_task_id", res.RetryTaskID)
-	c.JSON(http.StatusOK, gin.H{"status": res.Status, "retry_task_id": res.RetryTaskID})
+	return reportResult{Code: http.StatusOK, Status: res.Status, RetryTaskID: &res.RetryTaskID}, nil
 }
 
 // release is POST /tasks/:id/release {lease_id}: the task goes back to the queue at

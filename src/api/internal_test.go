@@ -199,7 +199,7 @@ var _ = Describe("Runner protocol: /internal/v1", func() {
 			id := store.NewID()
 			for _, route := range [][2]string{{"POST", "/internal/v1/tasks/" + id + "/heartbeat"}, {"POST", "/internal/v1/tasks/" + id + "/log"},
 				{"POST", "/internal/v1/tasks/" + id + "/progress"}, {"POST", "/internal/v1/tasks/" + id + "/complete"},
-				{"GET", "/internal/v1/tasks/" + id + "/archive"}} {
+				{"GET", "/internal/v1/tasks/" + id + "/archive"}, {"POST", "/internal/v1/reports"}} {
 				Expect(e.h.DoAs(e.h.Token, route[0], route[1], nil, nil).Status).To(Equal(http.StatusUnauthorized), route[1])
 			}
 			bad, err := client.NewRunnerClient(e.h.Server.URL, e.h.RunnerName, "wrong-secret-wrong-secret", client.RunnerOptions{})

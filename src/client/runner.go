@@ -1,6 +1,8 @@
 // Package client holds Go clients of iron-api. runner.go is the runner protocol
 // (/internal/v1) that iron-runner speaks: lease, heartbeat, log, progress, complete and
-// the code archive download.
+// the code archive download; report.go its batched reports (many heartbeats, completions
+// and progress reports in one request) and the Reporter that coalesces concurrent calls
+// into them.
 package client
 
 import (
@@ -65,7 +67,8 @@ func (e *HTTPError) Is(target error) bool {
 
 // RunnerOptions tune a RunnerClient; zero values take the defaults.
 type RunnerOptions struct {
-	// HTTPClient sends the requests (default: a client with its own transport).
+	// HTTPClient sends the requests (default: a client with its own transport that
+	// keeps up to 64 idle connections).
 	HTTPClient *http.Client
 	// Timeout bounds each attempt of a call (default 30s); a lease attempt gets its wait
 	// on top, an archive download ArchiveTimeout instead.
@@ -99,7 +102,11 @@ func NewRunnerClient(baseURL, name, secret string, opts RunnerOptions) (*RunnerC
 		return nil, errors.New("runner client: a secret is required")
 	}
 	if opts.HTTPClient == nil {
-		opts.HTTPClient = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		// Keep a connection per concurrent call (the default keeps 2 idle per host, so
+		// a runner with many tasks would connect anew for most calls).
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 64
+		opts.HTTPClient = &http.Client{Transport: t}
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = 30 * time.Second
@@ -315,15 +322,20 @@ type CompleteResponse struct {
 	RetryTaskID string `json:"retry_task_id"`
 }
 
+// MarshalJSON sends Duration as duration_ms.
+func (r CompleteRequest) MarshalJSON() ([]byte, error) {
+	type plain CompleteRequest
+	return json.Marshal(struct {
+		plain
+		DurationMS int64 `json:"duration_ms,omitempty"`
+	}{plain(r), r.Duration.Milliseconds()})
+}
+
 // Complete ends the task. It is idempotent and retried on connection errors and 5xx.
 // ErrTaskFinished means it had already ended otherwise (e.g. killed by the reaper).
 func (c *RunnerClient) Complete(ctx context.Context, taskID string, req CompleteRequest) (CompleteResponse, error) {
-	body := struct {
-		CompleteRequest
-		DurationMS int64 `json:"duration_ms,omitempty"`
-	}{req, req.Duration.Milliseconds()}
 	var out CompleteResponse
-	err := c.call(ctx, call{method: http.MethodPost, path: taskPath(taskID, "complete"), body: body, out: &out, retry: retryAlways})
+	err := c.call(ctx, call{method: http.MethodPost, path: taskPath(taskID, "complete"), body: req, out: &out, retry: retryAlways})
 	return out, err
 }
 

@@ -30,6 +30,7 @@ type logForwarder struct {
 	dropped int64
 	lost    bool // the lease is gone: nothing more is sent
 	closing bool
+	looping bool // loop runs (it starts with the first output or cursor)
 
 	kick chan struct{}
 	stop chan struct{}
@@ -62,6 +63,7 @@ func (f *logForwarder) LogCursor(cursor string) {
 	if f.lost {
 		return
 	}
+	f.startLocked()
 	if n := len(f.chunks); n > 0 && f.chunks[n-1].stream == cursorMark {
 		f.chunks[n-1].data = []byte(cursor)
 		return
@@ -69,11 +71,19 @@ func (f *logForwarder) LogCursor(cursor string) {
 	f.chunks = append(f.chunks, logChunk{stream: cursorMark, data: []byte(cursor)})
 }
 
+// startLocked starts the sending loop once there is something to send (a task without
+// output costs no goroutine); f.mu is held.
+func (f *logForwarder) startLocked() {
+	if !f.looping && !f.closing {
+		f.looping = true
+		go f.loop()
+	}
+}
+
 func newLogForwarder(ctx context.Context, send func(ctx context.Context, stream string, data []byte) error,
 	log *slog.Logger, m *metrics, interval time.Duration, batch, max int) *logForwarder {
 	f := &logForwarder{send: send, log: log, metrics: m, interval: interval, batch: batch, max: max,
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), ctx: ctx}
-	go f.loop()
 	return f
 }
 
@@ -91,6 +101,7 @@ func (f *logForwarder) WriteLog(stream backend.Stream, p []byte) {
 	if f.lost {
 		return
 	}
+	f.startLocked()
 	if f.size+len(p) > f.max {
 		f.dropped += int64(len(p))
 		f.metrics.logBytesDropped.Add(float64(len(p)))
@@ -205,11 +216,15 @@ func (f *logForwarder) markLost() {
 // the lease was lost, or ctx ended).
 func (f *logForwarder) Close(ctx context.Context) {
 	f.mu.Lock()
-	already := f.closing
+	already, looping := f.closing, f.looping
 	f.closing = true
 	f.mu.Unlock()
 	if !already {
 		close(f.stop)
+		if !looping {
+			// Nothing was ever written: no loop to stop.
+			close(f.done)
+		}
 	}
 	select {
 	case <-f.done:

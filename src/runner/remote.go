@@ -99,7 +99,7 @@ func (t *taskRun) releaseLease(ctx context.Context, ref backend.Ref) {
 	t.mu.Unlock()
 	if !reported {
 		adoptable := true
-		_, err := r.cl.Heartbeat(rctx, l.Task.ID, client.HeartbeatRequest{LeaseID: l.LeaseID, State: client.StateRunning,
+		_, err := r.rep.Heartbeat(rctx, l.Task.ID, client.HeartbeatRequest{LeaseID: l.LeaseID, State: client.StateRunning,
 			BackendRef: string(ref), Adoptable: &adoptable})
 		if err != nil {
 			t.log.Warn("drain: could not report the task's backend ref; leaving its lease to expire", "error", err.Error())

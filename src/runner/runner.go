@@ -30,6 +30,20 @@
 //
 // A lost lease (409 on a heartbeat) stops all reporting; the task is stopped too unless
 // the backend's tasks outlive the runner and another runner may adopt it.
+//
+// Reports: heartbeats and completions of all the runner's tasks go through one
+// client.Reporter when the Client sends batched reports (*client.RunnerClient does:
+// POST /internal/v1/reports), which coalesces concurrent calls into one request
+// (group-commit style) with the single-task calls' answers and retries. A task's first
+// "running" heartbeat is made as soon as the backend started it (so its status shows
+// running while it runs, and its backend ref is recorded long before its lease can
+// expire); when the task ends before that heartbeat was sent, the completion stands for
+// it (it sets start_time from the run's duration) and only the completion is sent.
+//
+// Leasing: an idle runner long-polls for min(free slots, LeaseBatch) at once; a busy
+// one with fewer than a quarter of min(LeaseBatch, Slots) free waits up to leaseGather
+// for more slots to free up, so that a saturated runner asks for several tasks per lease
+// rather than for each task as it ends.
 package runner
 
 import (
@@ -57,6 +71,19 @@ type Client interface {
 }
 
 var _ Client = (*client.RunnerClient)(nil)
+
+// reportClient is where the runner sends heartbeats and completions: a
+// *client.Reporter that batches them when the Client can send batched reports
+// (client.ReportSender, as *client.RunnerClient), else the Client itself.
+type reportClient interface {
+	Heartbeat(ctx context.Context, taskID string, req client.HeartbeatRequest) (client.HeartbeatResponse, error)
+	Complete(ctx context.Context, taskID string, req client.CompleteRequest) (client.CompleteResponse, error)
+}
+
+// leaseGather is how long a runner with fewer free slots than a quarter of a lease
+// batch waits for more to free up before it leases, so that a saturated runner sends
+// one lease request for several tasks rather than one per finished task.
+const leaseGather = 5 * time.Millisecond
 
 // Options configure a Runner; zero values take the defaults.
 type Options struct {
@@ -105,6 +132,7 @@ type Options struct {
 type Runner struct {
 	opts      Options
 	cl        Client
+	rep       reportClient
 	be        backend.Backend
 	log       *slog.Logger
 	metrics   *metrics
@@ -174,6 +202,10 @@ func New(opts Options) (*Runner, error) {
 	r := &Runner{opts: opts, cl: opts.Client, be: opts.Backend, metrics: newMetrics(), adoptable: adoptable,
 		log:      opts.Logger.With("component", "runner", "runner_id", opts.RunnerID, "backend", opts.Backend.Name()),
 		handBack: make(chan struct{}), freed: make(chan struct{}, 1)}
+	r.rep = opts.Client
+	if rs, ok := opts.Client.(client.ReportSender); ok {
+		r.rep = client.NewReporter(rs, client.ReporterOptions{})
+	}
 	r.reportCtx, r.reportCancel = context.WithCancel(context.Background())
 	r.metrics.slots.Set(float64(opts.Slots))
 	return r, nil
@@ -218,10 +250,10 @@ func (r *Runner) Run(ctx context.Context) error {
 
 func (r *Runner) leaseLoop(ctx context.Context) {
 	backoff := time.Duration(0)
+	// A runner with fewer free slots than this waits up to leaseGather for more.
+	gatherBelow := max(1, min(r.opts.LeaseBatch, r.opts.Slots)/4)
 	for ctx.Err() == nil {
-		r.mu.Lock()
-		free := r.opts.Slots - r.busy
-		r.mu.Unlock()
+		free := r.free()
 		if free <= 0 {
 			select {
 			case <-ctx.Done():
@@ -229,6 +261,12 @@ func (r *Runner) leaseLoop(ctx context.Context) {
 			case <-r.freed:
 			}
 			continue
+		}
+		if free < gatherBelow {
+			free = r.gather(ctx, gatherBelow)
+			if ctx.Err() != nil {
+				return
+			}
 		}
 		leases, err := r.cl.Lease(ctx, client.LeaseRequest{RunnerID: r.opts.RunnerID,
 			MaxTasks: min(free, r.opts.LeaseBatch), Wait: r.opts.LeaseWait})
@@ -275,6 +313,31 @@ func (r *Runner) leaseLoop(ctx context.Context) {
 				defer r.release()
 				(&taskRun{r: r, lease: l}).run()
 			}()
+		}
+	}
+}
+
+func (r *Runner) free() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.opts.Slots - r.busy
+}
+
+// gather waits until at least want slots are free, for at most leaseGather, and
+// answers how many are.
+func (r *Runner) gather(ctx context.Context, want int) int {
+	t := time.NewTimer(leaseGather)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return r.free()
+		case <-t.C:
+			return r.free()
+		case <-r.freed:
+			if free := r.free(); free >= want {
+				return free
+			}
 		}
 	}
 }

@@ -27,11 +27,14 @@ type taskRun struct {
 	lostFinished bool // the 409 said the task had already ended
 	refReported  bool // a heartbeat carrying ref succeeded
 	handedBack   bool // the drain left the task running for another runner
+	completing   bool // finish is reporting the end: it, not the heartbeats, tells a lost lease
 
 	hbKick     chan struct{}
 	hbStop     chan struct{}
 	hbDone     chan struct{}
 	hbStopOnce sync.Once
+	hbCtx      context.Context // the heartbeats' calls; ends when they are stopped
+	hbCancel   context.CancelFunc
 	cancelCh   chan struct{} // closed when the user cancelled the task
 	cancelOnce sync.Once
 	lostCh     chan struct{} // closed when the lease was lost
@@ -63,6 +66,7 @@ func (t *taskRun) run() {
 	t.hbKick = make(chan struct{}, 1)
 	t.hbStop = make(chan struct{})
 	t.hbDone = make(chan struct{})
+	t.hbCtx, t.hbCancel = context.WithCancel(ctx)
 	t.cancelCh = make(chan struct{})
 	t.lostCh = make(chan struct{})
 	go t.heartbeats(ctx)
@@ -394,14 +398,19 @@ func (t *taskRun) finish(ctx context.Context, o outcome) {
 	}
 	// Complete is idempotent: keep trying (and heartbeating, so that the reaper does not
 	// take the task meanwhile) while the API is unreachable, for a while.
+	// A running heartbeat not sent yet goes no more (the reporter lets the completion
+	// stand for it: it sets start_time from the duration).
 	req := client.CompleteRequest{LeaseID: l.LeaseID, Status: o.status, ExitCode: o.exitCode, Msg: o.msg, Duration: dur, NoRetry: o.noRetry}
+	t.mu.Lock()
+	t.completing = true
+	t.mu.Unlock()
 	var (
 		resp client.CompleteResponse
 		err  error
 	)
 	deadline := time.Now().Add(completeRetryFor)
 	for backoff := time.Second; ; backoff = min(2*backoff, 30*time.Second) {
-		resp, err = r.cl.Complete(ctx, l.Task.ID, req)
+		resp, err = r.rep.Complete(ctx, l.Task.ID, req)
 		if err == nil || errors.Is(err, client.ErrLeaseLost) || ctx.Err() != nil || time.Now().Add(backoff).After(deadline) {
 			break
 		}
@@ -455,7 +464,10 @@ func (t *taskRun) kickHeartbeat() {
 }
 
 func (t *taskRun) stopHeartbeats() {
-	t.hbStopOnce.Do(func() { close(t.hbStop) })
+	t.hbStopOnce.Do(func() {
+		close(t.hbStop)
+		t.hbCancel()
+	})
 	<-t.hbDone
 }
 
@@ -484,18 +496,7 @@ func (t *taskRun) heartbeats(ctx context.Context) {
 			adoptable := true
 			req.State, req.BackendRef, req.Adoptable = client.StateRunning, string(ref), &adoptable
 		}
-		hctx, cancel := context.WithCancel(ctx)
-		stopped := make(chan struct{})
-		go func() {
-			select {
-			case <-t.hbStop:
-				cancel()
-			case <-stopped:
-			}
-		}()
-		resp, err := r.cl.Heartbeat(hctx, l.Task.ID, req)
-		close(stopped)
-		cancel()
+		resp, err := r.rep.Heartbeat(t.hbCtx, l.Task.ID, req)
 		next := t.hbInterval(resp.ExpiresAt)
 		switch {
 		case err == nil:
@@ -510,8 +511,12 @@ func (t *taskRun) heartbeats(ctx context.Context) {
 		case errors.Is(err, client.ErrLeaseLost):
 			t.mu.Lock()
 			t.lostFinished = errors.Is(err, client.ErrTaskFinished)
+			completing := t.completing
 			t.mu.Unlock()
-			r.metrics.leasesLost.Inc()
+			if !completing {
+				// (Once the end is being reported, finish tells what the API answered.)
+				r.metrics.leasesLost.Inc()
+			}
 			t.lostOnce.Do(func() { close(t.lostCh) })
 			return
 		default:

@@ -1,0 +1,197 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/ironcf/ironworker-release/src/store"
+)
+
+// Batched reports (runner credential): many heartbeats, completions and progress reports
+// of held tasks in one request, so that a busy runner does not pay an HTTP round trip
+// (and the API a request) per task and call.
+//
+//	POST /internal/v1/reports
+//	  {"reports": [
+//	     {"task_id": "…", "heartbeat": {lease_id, state, backend_ref, adoptable}},
+//	     {"task_id": "…", "complete":  {lease_id, status, exit_code, msg, duration_ms, no_retry}},
+//	     {"task_id": "…", "progress":  {lease_id, percent, msg}}, …]}
+//	  → 200 {"results": [{"code": 200, …}, …]}
+//
+// Each report is a task id and exactly one body, the one its single-task call
+// (POST /tasks/:id/heartbeat, /complete, /progress) takes. Its result, at the same index,
+// is what that call answers: "code" is its HTTP status and the other fields are its body
+// (heartbeat: cancel, status, expires_at; complete: status, retry_task_id; progress:
+// cancel; any error: msg, and status on a 409 for a finished task). So a report answers
+// 409 when another lease holds the task or it has finished, 404 for an unknown task,
+// 400 for a bad body, and 503 when the database is unavailable (resend that report
+// later); the others in the request are not affected. The reports of one task are
+// applied in their order, those of different tasks concurrently (the store merges
+// concurrent heartbeats and completions into shared statements).
+//
+// The request itself answers 400 (not JSON, no reports or more than maxReports), 401
+// and 413 like every runner call; 200 otherwise, whatever the reports' results.
+
+// maxReports bounds the reports of one request.
+const maxReports = 1000
+
+// reportItem is one report of POST /reports.
+type reportItem struct {
+	TaskID    string         `json:"task_id"`
+	Heartbeat *heartbeatBody `json:"heartbeat"`
+	Complete  *completeBody  `json:"complete"`
+	Progress  *progressInput `json:"progress"`
+}
+
+// reportResult is a runner call's answer: Code is the HTTP status, the rest the body.
+type reportResult struct {
+	Code        int     `json:"code"`
+	Msg         string  `json:"msg,omitempty"`
+	Cancel      *bool   `json:"cancel,omitempty"`
+	Status      string  `json:"status,omitempty"`
+	ExpiresAt   string  `json:"expires_at,omitempty"`
+	RetryTaskID *string `json:"retry_task_id,omitempty"`
+}
+
+var yes, no = true, false
+
+// singleBody is reportResult without the code: the body of a single-task call.
+type singleBody struct {
+	Msg         string  `json:"msg,omitempty"`
+	Cancel      *bool   `json:"cancel,omitempty"`
+	Status      string  `json:"status,omitempty"`
+	ExpiresAt   string  `json:"expires_at,omitempty"`
+	RetryTaskID *string `json:"retry_task_id,omitempty"`
+}
+
+func (r reportResult) body() singleBody {
+	return singleBody{Msg: r.Msg, Cancel: r.Cancel, Status: r.Status, ExpiresAt: r.ExpiresAt, RetryTaskID: r.RetryTaskID}
+}
+
+// abort answers r as a single-task call's response.
+func (r reportResult) abort(c *gin.Context) {
+	c.AbortWithStatusJSON(r.Code, r.body())
+}
+
+// answer writes a single-task call's response: r, or the unexpected error err.
+func (ia *internalAPI) answer(c *gin.Context, r reportResult, err error) {
+	if err != nil {
+		ia.s.fail(c, err)
+		return
+	}
+	if r.Code >= 300 {
+		r.abort(c)
+		return
+	}
+	c.JSON(r.Code, r.body())
+}
+
+// missingLease answers a body without a lease id.
+func missingLease(leaseID string) (reportResult, bool) {
+	if strings.TrimSpace(leaseID) == "" {
+		return reportResult{Code: http.StatusBadRequest, Msg: "lease_id is required"}, true
+	}
+	return reportResult{}, false
+}
+
+// reports is POST /internal/v1/reports.
+func (ia *internalAPI) reports(c *gin.Context) {
+	var body struct {
+		Reports []reportItem `json:"reports"`
+	}
+	if !ia.s.decodeJSON(c, &body) {
+		return
+	}
+	items := body.Reports
+	switch {
+	case len(items) == 0:
+		abortMsg(c, http.StatusBadRequest, "reports must list at least one report")
+		return
+	case len(items) > maxReports:
+		abortMsg(c, http.StatusBadRequest, fmt.Sprintf("at most %d reports per request", maxReports))
+		return
+	}
+	ctx := c.Request.Context()
+	results := make([]reportResult, len(items))
+	if len(items) == 1 {
+		results[0] = ia.report(ctx, &items[0])
+	} else {
+		// One goroutine per task, applying its reports in order.
+		byTask := make(map[string][]int, len(items))
+		for i := range items {
+			byTask[items[i].TaskID] = append(byTask[items[i].TaskID], i)
+		}
+		var wg sync.WaitGroup
+		for _, idx := range byTask {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for _, i := range idx {
+					results[i] = ia.report(ctx, &items[i])
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	if ctx.Err() != nil {
+		c.Abort() // the runner is gone: nobody reads the answer
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"results": results})
+}
+
+// report applies one report and answers what its single-task call answers.
+func (ia *internalAPI) report(ctx context.Context, it *reportItem) reportResult {
+	if !store.ValidID(it.TaskID) {
+		return reportResult{Code: http.StatusNotFound, Msg: "Task not found"}
+	}
+	n := 0
+	for _, set := range []bool{it.Heartbeat != nil, it.Complete != nil, it.Progress != nil} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return reportResult{Code: http.StatusBadRequest, Msg: "a report carries exactly one of heartbeat, complete and progress"}
+	}
+	var (
+		r    reportResult
+		err  error
+		kind string
+	)
+	switch {
+	case it.Heartbeat != nil:
+		kind = "heartbeat"
+		r, err = ia.doHeartbeat(ctx, it.TaskID, it.Heartbeat)
+	case it.Complete != nil:
+		kind = "complete"
+		r, err = ia.doComplete(ctx, it.TaskID, it.Complete)
+	default:
+		kind = "progress"
+		r, err = ia.doProgress(ctx, it.TaskID, it.Progress)
+	}
+	if err != nil {
+		return ia.failResult(kind, it.TaskID, err)
+	}
+	return r
+}
+
+// failResult is Server.fail for one report: 503 when the database is unavailable (or
+// the request was given up), 500 otherwise; the cause is logged, never sent.
+func (ia *internalAPI) failResult(kind, taskID string, err error) reportResult {
+	switch {
+	case store.IsUnavailable(err) || errors.Is(err, context.DeadlineExceeded):
+		ia.s.log.Warn("database unavailable", "route", "/internal/v1/reports", "report", kind, "error", err.Error())
+		return reportResult{Code: http.StatusServiceUnavailable, Msg: "Service temporarily unavailable, retry later"}
+	case errors.Is(err, context.Canceled):
+		return reportResult{Code: http.StatusServiceUnavailable, Msg: "Request cancelled, retry later"}
+	}
+	ia.s.log.Error("report failed", "route", "/internal/v1/reports", "report", kind, "task_id", taskID, "error", err.Error())
+	return reportResult{Code: http.StatusInternalServerError, Msg: "Internal error"}
+}
