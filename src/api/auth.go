@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -33,7 +35,7 @@ func (s *Server) authenticate() gin.HandlerFunc {
 			abortMsg(c, http.StatusUnauthorized, "Token required for authentication")
 			return
 		}
-		projectID, err := s.store.ProjectForToken(c.Request.Context(), token)
+		projectID, err := s.projectForToken(c, token)
 		if errors.Is(err, store.ErrNotFound) {
 			abortMsg(c, http.StatusUnauthorized, "Invalid token")
 			return
@@ -52,3 +54,79 @@ func (s *Server) authenticate() gin.HandlerFunc {
 }
 
 func projectID(c *gin.Context) string { return c.GetString(projectKey) }
+
+// tokenCacheTTL is how long an API instance trusts a token it has looked up. A token
+// revoked through this process (unbind, deprovision, store.RevokeToken) is refused at
+// once: every revocation bumps store.TokenRevocations, which empties the cache. A token
+// revoked through another API instance (or the admin command) may still be accepted
+// here for up to this long; the project's own checks (a deprovisioned project takes no
+// task, see store.QueueTasksOnce) do not depend on the cache.
+const tokenCacheTTL = 2 * time.Second
+
+// maxCachedTokens bounds the cache; when full, it starts over.
+const maxCachedTokens = 10000
+
+// tokenCache remembers token digest → project id for tokenCacheTTL, so that the
+// requests of a busy client cost no token lookup each. Only live tokens are cached.
+type tokenCache struct {
+	ttl time.Duration
+	now func() time.Time
+
+	mu      sync.Mutex
+	entries map[string]tokenEntry
+}
+
+type tokenEntry struct {
+	projectID string
+	expires   time.Time
+	// epoch is store.TokenRevocations() from before the lookup: an entry taken before
+	// the latest revocation of this process is not trusted.
+	epoch uint64
+}
+
+func newTokenCache(ttl time.Duration, now func() time.Time) *tokenCache {
+	return &tokenCache{ttl: ttl, now: now, entries: map[string]tokenEntry{}}
+}
+
+func (tc *tokenCache) get(key string, epoch uint64) (string, bool) {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	e, ok := tc.entries[key]
+	if !ok {
+		return "", false
+	}
+	if e.epoch != epoch || !tc.now().Before(e.expires) {
+		delete(tc.entries, key)
+		return "", false
+	}
+	return e.projectID, true
+}
+
+func (tc *tokenCache) put(key, projectID string, epoch uint64) {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	if len(tc.entries) >= maxCachedTokens {
+		clear(tc.entries)
+	}
+	tc.entries[key] = tokenEntry{projectID: projectID, expires: tc.now().Add(tc.ttl), epoch: epoch}
+}
+
+// projectForToken is store.ProjectForToken through the token cache (nil = no cache).
+func (s *Server) projectForToken(c *gin.Context, token string) (string, error) {
+	if s.tokens == nil {
+		return s.store.ProjectForToken(c.Request.Context(), token)
+	}
+	key := string(store.HashToken(token))
+	// The epoch is read before the lookup: a revocation that commits while the lookup
+	// runs bumps it, and the entry stored below is then already stale.
+	epoch := store.TokenRevocations()
+	if id, ok := s.tokens.get(key, epoch); ok {
+		return id, nil
+	}
+	id, err := s.store.ProjectForToken(c.Request.Context(), token)
+	if err != nil {
+		return "", err
+	}
+	s.tokens.put(key, id, epoch)
+	return id, nil
+}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -33,6 +35,76 @@ func (s *Server) projectQuotas(c *gin.Context) (store.Quotas, bool) {
 		return q, false
 	}
 	return q, true
+}
+
+// quotaCacheTTL is how long queueTasks checks batches against the quotas it read last
+// for a project instead of reading them again. A stale copy costs nothing but a retry:
+// the store queues only if the project still has the limits the batch was checked
+// against (store.QueueTasksChecked), and a batch that a cached copy refuses is checked
+// again against fresh quotas before the answer.
+const quotaCacheTTL = 2 * time.Second
+
+// quotaCache remembers project id → quotas for quotaCacheTTL.
+type quotaCache struct {
+	ttl time.Duration
+	now func() time.Time
+
+	mu      sync.Mutex
+	entries map[string]quotaEntry
+}
+
+type quotaEntry struct {
+	quotas  store.Quotas
+	expires time.Time
+}
+
+// maxCachedQuotas bounds the cache; when full, it starts over.
+const maxCachedQuotas = 10000
+
+func newQuotaCache(ttl time.Duration, now func() time.Time) *quotaCache {
+	return &quotaCache{ttl: ttl, now: now, entries: map[string]quotaEntry{}}
+}
+
+func (qc *quotaCache) get(projectID string) (store.Quotas, bool) {
+	qc.mu.Lock()
+	defer qc.mu.Unlock()
+	e, ok := qc.entries[projectID]
+	if ok && !qc.now().Before(e.expires) {
+		delete(qc.entries, projectID)
+		ok = false
+	}
+	return e.quotas, ok
+}
+
+func (qc *quotaCache) put(projectID string, q store.Quotas) {
+	qc.mu.Lock()
+	defer qc.mu.Unlock()
+	if len(qc.entries) >= maxCachedQuotas {
+		clear(qc.entries)
+	}
+	qc.entries[projectID] = quotaEntry{quotas: q, expires: qc.now().Add(qc.ttl)}
+}
+
+func (qc *quotaCache) forget(projectID string) {
+	qc.mu.Lock()
+	defer qc.mu.Unlock()
+	delete(qc.entries, projectID)
+}
+
+// queueQuotas is projectQuotas through the quota cache, for paths that queue with
+// store.QueueTasksChecked (fresh false: from the cache). False once it has answered.
+func (s *Server) queueQuotas(c *gin.Context, fresh bool) (store.Quotas, bool, bool) {
+	pid := projectID(c)
+	if !fresh {
+		if q, ok := s.quotas.get(pid); ok {
+			return q, false, true
+		}
+	}
+	q, ok := s.projectQuotas(c)
+	if ok {
+		s.quotas.put(pid, q)
+	}
+	return q, true, ok
 }
 
 // quotaPayload refuses a payload above the plan's max_payload_bytes (413).

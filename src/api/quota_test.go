@@ -249,6 +249,38 @@ var _ = Describe("Plan quotas", func() {
 		})
 	})
 
+	Describe("a plan whose limits change while queueing requests come in", func() {
+		// queueTasks checks batches against quotas it read up to quotaCacheTTL ago; the
+		// store queues only while the project still has them, so a change applies to the
+		// very next request either way.
+		It("applies lowered and raised payload and timeout limits to the next request", func() {
+			q := smallPlanQuotas()
+			q.PlanID = "plan-changing-" + store.NewID()
+			q.MaxQueuedTasks = nil
+			p := newQuotaProject(q)
+			payload := strings.Repeat("x", 50)
+			p.queue(map[string]any{"code_name": p.code, "payload": payload})
+
+			q.MaxPayloadBytes = intp(10)
+			Expect(iron.Store.ApplyPlanQuotas(context.Background(), q)).To(Equal(1))
+			status, body := p.do("POST", "/tasks", map[string]any{"tasks": []any{map[string]any{"code_name": p.code, "payload": payload}}})
+			Expect(status).To(Equal(http.StatusRequestEntityTooLarge), body)
+			Expect(body).To(ContainSubstring("the plan's limit is 10 bytes"))
+
+			q.MaxPayloadBytes = intp(1000)
+			Expect(iron.Store.ApplyPlanQuotas(context.Background(), q)).To(Equal(1))
+			big := strings.Repeat("y", 500)
+			p.queue(map[string]any{"code_name": p.code, "payload": big})
+
+			// A lowered timeout limit lowers the default timeout of the next task too.
+			q.MaxTimeoutSeconds = intp(30)
+			Expect(iron.Store.ApplyPlanQuotas(context.Background(), q)).To(Equal(1))
+			Expect(p.task(p.queue(map[string]any{"code_name": p.code})).Timeout).To(Equal(30))
+			status, body = p.do("POST", "/tasks", map[string]any{"tasks": []any{map[string]any{"code_name": p.code, "timeout": 45}}})
+			Expect(status).To(Equal(http.StatusBadRequest), body)
+		})
+	})
+
 	Describe("projects made by the operator (admin create-project)", func() {
 		It("have no plan limits", func() {
 			q, err := iron.Store.ProjectQuotas(context.Background(), iron.ProjectID)

@@ -26,6 +26,10 @@ type Server struct {
 	saveHook func(c *gin.Context, st store.CodeSettings, archive io.Reader)
 	// taskRate limits task creation per project (limits.go); nil = unlimited.
 	taskRate *taskLimiter
+	// tokens caches token lookups (auth.go).
+	tokens *tokenCache
+	// quotas caches the quotas that queueTasks checks batches against (quota.go).
+	quotas *quotaCache
 }
 
 // Options configure NewServer.
@@ -57,6 +61,8 @@ func NewServer(opts Options) (*Server, http.Handler) {
 	s := &Server{store: opts.Store, limits: opts.Limits, log: logger, now: time.Now}
 	s.metrics = newMetrics(reg, opts.Store)
 	s.taskRate = newTaskLimiter(opts.Limits.TasksPerSecond, opts.Limits.TasksBurst, time.Now)
+	s.tokens = newTokenCache(tokenCacheTTL, time.Now)
+	s.quotas = newQuotaCache(quotaCacheTTL, time.Now)
 	if opts.Store != nil && opts.Limits.MaxTaskLogBytes > 0 {
 		// The runner's log appends store at most this much per task (store/tasklogs_cap.go).
 		opts.Store.SetMaxTaskLogBytes(opts.Limits.MaxTaskLogBytes)

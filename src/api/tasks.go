@@ -94,6 +94,10 @@ func queuedResponse(ids []string) queuedJSON {
 type payloadField string
 
 func (p *payloadField) UnmarshalJSON(b []byte) error {
+	if s, ok := plainJSONString(b); ok {
+		*p = payloadField(s)
+		return nil
+	}
 	var s string
 	if err := json.Unmarshal(b, &s); err == nil {
 		*p = payloadField(s)
@@ -189,6 +193,10 @@ func (s *Server) taskBatch(in []taskInput, quotas store.Quotas) ([]store.NewTask
 	return batch, nil
 }
 
+// maxQuotaRetries bounds how often queueTasks checks a batch again because the
+// project's quotas changed under it.
+const maxQuotaRetries = 3
+
 // queueTasks is POST /tasks: all tasks are queued or none.
 func (s *Server) queueTasks(c *gin.Context) {
 	var body queueTasksBody
@@ -204,19 +212,41 @@ func (s *Server) queueTasks(c *gin.Context) {
 		abortInput(c, e)
 		return
 	}
-	quotas, ok := s.projectQuotas(c)
-	if !ok {
-		return
+	// The batch is checked against the project's quotas as last read (cached briefly);
+	// the store queues it only if they are still the project's (else ErrQuotasChanged:
+	// read them, check again). A refusal by a cached copy is checked again with fresh
+	// quotas before it is answered.
+	var ids []string
+	var replay bool
+	var err error
+	fresh, allowed := false, false
+	for attempt := 0; ; attempt++ {
+		quotas, wasFresh, ok := s.queueQuotas(c, fresh)
+		if !ok {
+			return
+		}
+		batch, e := s.taskBatch(body.Tasks, quotas)
+		if e != nil && !wasFresh {
+			fresh = true
+			continue
+		}
+		if e != nil {
+			abortInput(c, e)
+			return
+		}
+		if !allowed {
+			if !s.allowTasks(c, len(batch)) {
+				return
+			}
+			allowed = true
+		}
+		ids, replay, err = s.store.QueueTasksChecked(c.Request.Context(), projectID(c), idem, batch, &quotas)
+		if errors.Is(err, store.ErrQuotasChanged) && attempt < maxQuotaRetries {
+			fresh = true
+			continue
+		}
+		break
 	}
-	batch, e := s.taskBatch(body.Tasks, quotas)
-	if e != nil {
-		abortInput(c, e)
-		return
-	}
-	if !s.allowTasks(c, len(batch)) {
-		return
-	}
-	ids, replay, err := s.store.QueueTasksOnce(c.Request.Context(), projectID(c), idem, batch)
 	if codeNotFound(c, err) || quotaExceeded(c, err) || projectGone(c, err) || idempotencyMismatch(c, err) {
 		return
 	}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 )
@@ -133,6 +134,10 @@ func (f *flexInt) UnmarshalJSON(b []byte) error {
 type flexString string
 
 func (f *flexString) UnmarshalJSON(b []byte) error {
+	if s, ok := plainJSONString(b); ok {
+		*f = flexString(s)
+		return nil
+	}
 	var s string
 	if err := json.Unmarshal(b, &s); err == nil {
 		*f = flexString(s)
@@ -148,6 +153,25 @@ func (f *flexString) UnmarshalJSON(b []byte) error {
 	}
 	*f = flexString(trimmed)
 	return nil
+}
+
+// plainJSONString decodes a JSON string literal without escapes (the common case of
+// code names, labels and payloads) without a second pass of encoding/json: ok false
+// means b is something else (or has escapes), for json.Unmarshal to read.
+func plainJSONString(b []byte) (string, bool) {
+	if len(b) < 2 || b[0] != '"' || b[len(b)-1] != '"' {
+		return "", false
+	}
+	inner := b[1 : len(b)-1]
+	for _, c := range inner {
+		if c < 0x20 || c == '"' || c == '\\' {
+			return "", false
+		}
+	}
+	if !utf8.Valid(inner) {
+		return "", false
+	}
+	return string(inner), true
 }
 
 // timeJSON renders a time as RFC 3339 in UTC, or null.

@@ -70,9 +70,17 @@ func quotaArgs(q Quotas) []any {
 	return []any{q.MaxConcurrency, q.MaxTimeoutSeconds, q.MaxPayloadBytes, q.MaxQueuedTasks, q.MaxSchedules, prios}
 }
 
+const projectQuotasSQL = `SELECT ` + quotaColumns + ` FROM projects WHERE id = $1 AND deleted_at IS NULL`
+
 // ProjectQuotas returns the limits of a live project, or ErrNotFound.
 func (s *Store) ProjectQuotas(ctx context.Context, projectID string) (Quotas, error) {
-	q, err := scanQuotas(s.db.QueryRowContext(ctx, `SELECT `+quotaColumns+` FROM projects WHERE id = $1 AND deleted_at IS NULL`, projectID))
+	// Prepared: queueing requests (on a miss of the API's quota cache), webhooks and
+	// schedule changes read them.
+	stmt, err := s.stmt(ctx, nil, projectQuotasSQL)
+	if err != nil {
+		return Quotas{}, fmt.Errorf("quotas of project %s: %w", projectID, err)
+	}
+	q, err := scanQuotas(stmt.QueryRowContext(ctx, projectID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Quotas{}, ErrNotFound
 	}

@@ -138,21 +138,51 @@ func (s *Store) Close() error {
 	return s.db.Close()
 }
 
-// prepared returns query prepared on the Store's pool, once: a hot statement then costs
-// one round trip and, once PostgreSQL settles on a generic plan, no planning per call,
-// where an unnamed statement costs a Parse round trip and a plan before each Execute
-// (the lease scan planned in longer than it ran). database/sql prepares it on each
-// connection the first time that connection runs it. Concurrent first callers may both
-// prepare; one statement is kept.
-func (s *Store) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
-	return prepareOnce(ctx, s.db, &s.stmts, query)
+// stmt returns query as a statement of the main pool, prepared once, bound to tx when
+// tx is not nil: a frequent statement then costs one round trip (Bind/Execute) where an
+// unnamed one costs a Parse and a plan before each Execute. database/sql prepares it on
+// each connection the first time that connection runs it.
+func (s *Store) stmt(ctx context.Context, tx *sql.Tx, query string) (stmtRunner, error) {
+	return stmtOn(ctx, s.db, &s.stmts, tx, query)
 }
 
-func prepareOnce(ctx context.Context, db *sql.DB, stmts *sync.Map, query string) (*sql.Stmt, error) {
+// hotStmt is stmt on the hot pool (see Store.hot); tx must come from inHotTx.
+func (s *Store) hotStmt(ctx context.Context, tx *sql.Tx, query string) (stmtRunner, error) {
+	return stmtOn(ctx, s.hot, &s.hotStmts, tx, query)
+}
+
+// hotQuery runs one of the queue's hot statements (hotStmt).
+func (s *Store) hotQuery(ctx context.Context, tx *sql.Tx, query string, args ...any) (*sql.Rows, error) {
+	st, err := s.hotStmt(ctx, tx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+// stmtRunner runs a statement whose query it knows: a *sql.Stmt, or txQuery.
+type stmtRunner interface {
+	QueryContext(ctx context.Context, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, args ...any) *sql.Row
+	ExecContext(ctx context.Context, args ...any) (sql.Result, error)
+}
+
+// stmtOn prepares query once on pool (stmts: query → *sql.Stmt; concurrent first
+// callers may both prepare, one statement is kept) and binds it to tx when tx is not
+// nil. Inside a transaction it never takes a second connection from the pool: while tx
+// holds one (and maybe locks), a pool full of transactions waiting for those locks
+// would deadlock. So a statement not prepared yet runs unnamed on tx that time.
+func stmtOn(ctx context.Context, pool *sql.DB, stmts *sync.Map, tx *sql.Tx, query string) (stmtRunner, error) {
 	if st, ok := stmts.Load(query); ok {
+		if tx != nil {
+			return tx.StmtContext(ctx, st.(*sql.Stmt)), nil // closed with tx
+		}
 		return st.(*sql.Stmt), nil
 	}
-	st, err := db.PrepareContext(ctx, query)
+	if tx != nil {
+		return txQuery{tx, query}, nil
+	}
+	st, err := pool.PrepareContext(ctx, query)
 	if err != nil {
 		return nil, fmt.Errorf("prepare: %w", err)
 	}
@@ -163,18 +193,22 @@ func prepareOnce(ctx context.Context, db *sql.DB, stmts *sync.Map, query string)
 	return st, nil
 }
 
-// hotQuery runs one of the queue's hot statements on the hot pool (see Store.hot), in
-// tx when tx is not nil (tx must come from inHotTx).
-func (s *Store) hotQuery(ctx context.Context, tx *sql.Tx, query string, args ...any) (*sql.Rows, error) {
-	st, err := prepareOnce(ctx, s.hot, &s.hotStmts, query)
-	if err != nil {
-		return nil, err
-	}
-	if tx != nil {
-		// A transaction's statement is closed with the transaction.
-		return tx.StmtContext(ctx, st).QueryContext(ctx, args...)
-	}
-	return st.QueryContext(ctx, args...)
+// txQuery runs a query unnamed in a transaction.
+type txQuery struct {
+	tx    *sql.Tx
+	query string
+}
+
+func (q txQuery) QueryContext(ctx context.Context, args ...any) (*sql.Rows, error) {
+	return q.tx.QueryContext(ctx, q.query, args...)
+}
+
+func (q txQuery) QueryRowContext(ctx context.Context, args ...any) *sql.Row {
+	return q.tx.QueryRowContext(ctx, q.query, args...)
+}
+
+func (q txQuery) ExecContext(ctx context.Context, args ...any) (sql.Result, error) {
+	return q.tx.ExecContext(ctx, q.query, args...)
 }
 
 // DB exposes the pool for health checks and metrics collectors.

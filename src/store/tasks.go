@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/lib/pq"
 )
 
 // ErrCodeNotFound is returned when a task names a code the project does not have.
@@ -123,8 +125,61 @@ func (s *Store) QueueTasks(ctx context.Context, projectID string, batch []NewTas
 // same transaction as the tasks. A repeat of an earlier request (same key, route and
 // body hash, within IdempotencyTTL) queues nothing and returns the first request's ids
 // with replay true; a different request under a used key is ErrIdempotencyMismatch.
+//
+// Without a key, and for a project without max_queued_tasks, the whole request is one
+// autocommitted statement (project check, code lookup FOR SHARE, allowed priorities and
+// the insert of every task): queueOneSQL for one task, queueBatchSQL for more (or to
+// tell why queueOneSQL queued nothing). A project with that quota, or a request with a
+// key, takes a transaction: claim the key, lock the project row so that concurrent
+// requests of the project count one after the other, queueBatchSQL (which then counts
+// the queued tasks under the lock), record the key, commit. Lease long-polls are woken
+// after the commit (queueChanged), never by a NOTIFY inside it.
 func (s *Store) QueueTasksOnce(ctx context.Context, projectID string, idem *Idempotency, batch []NewTask) ([]string, bool, error) {
-	ids := make([]string, 0, len(batch))
+	return s.QueueTasksChecked(ctx, projectID, idem, batch, nil)
+}
+
+// ErrQuotasChanged: the project's max_payload_bytes or max_timeout_seconds are not the
+// ones the batch was checked against (QueueTasksChecked); nothing was queued.
+var ErrQuotasChanged = errors.New("the project's quotas changed")
+
+// QueueTasksChecked is QueueTasksOnce for a batch that the caller checked against
+// quotas (max_payload_bytes and max_timeout_seconds; nil = not checked) read earlier,
+// possibly cached: the tasks are queued only if the project still has those limits,
+// in the same statement, else nothing is and the answer is ErrQuotasChanged (read
+// them again, check again, retry). max_queued_tasks and allowed_priorities are always
+// the project's current ones.
+func (s *Store) QueueTasksChecked(ctx context.Context, projectID string, idem *Idempotency, batch []NewTask, checked *Quotas) ([]string, bool, error) {
+	if len(batch) == 0 {
+		return []string{}, false, nil
+	}
+	// A project known (from checked) to have max_queued_tasks goes to the transaction.
+	knownQuota := checked != nil && checked.MaxQueuedTasks != nil
+	if idem == nil && len(batch) == 1 && !knownQuota {
+		id, ok, err := s.queueOne(ctx, projectID, batch[0], checked)
+		if err != nil {
+			return nil, false, fmt.Errorf("queue 1 task: %w", err)
+		}
+		if ok {
+			s.queueChanged()
+			return []string{id}, false, nil
+		}
+		// Not queued: the batch statement below tells why (or queues it after all).
+	}
+	args, ids := queueBatchArgs(projectID, batch)
+	args = append(args, checkedQuotaArgs(checked)...)
+	if idem == nil && !knownQuota {
+		res, err := s.queueBatch(ctx, nil, args, false)
+		if err == nil && !res.needLock {
+			err = res.err(len(batch))
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("queue %d tasks: %w", len(batch), err)
+		}
+		if !res.needLock {
+			s.queueChanged()
+			return ids, false, nil
+		}
+	}
 	replay := false
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		if idem != nil {
@@ -137,31 +192,23 @@ func (s *Store) QueueTasksOnce(ctx context.Context, projectID string, idem *Idem
 				return nil
 			}
 		}
-		if err := checkQueuedQuota(ctx, tx, projectID, len(batch)); err != nil {
+		if err := lockQueuedQuota(ctx, tx, projectID); err != nil {
 			return err
 		}
-		codes := map[string]codeRef{}
-		for _, nt := range batch {
-			code, ok := codes[nt.CodeName]
-			if !ok {
-				var err error
-				if code, err = lookupCodeRef(ctx, tx, projectID, nt.CodeName); err != nil {
-					return err
-				}
-				codes[nt.CodeName] = code
-			}
-			id, err := insertTask(ctx, tx, projectID, code, nt)
-			if err != nil {
-				return err
-			}
-			ids = append(ids, id)
+		res, err := s.queueBatch(ctx, tx, args, true)
+		if err == nil {
+			err = res.err(len(batch))
+		}
+		if err != nil {
+			return err
 		}
 		if idem != nil {
 			if err := recordIdempotency(ctx, tx, projectID, idem, ids); err != nil {
 				return err
 			}
 		}
-		return notifyQueued(ctx, tx)
+		s.notifyAfterCommit(tx)
+		return nil
 	})
 	if err != nil {
 		return nil, false, fmt.Errorf("queue %d tasks: %w", len(batch), err)
@@ -170,6 +217,229 @@ func (s *Store) QueueTasksOnce(ctx context.Context, projectID string, idem *Idem
 		s.purgeAfterClaim(ctx)
 	}
 	return ids, replay, nil
+}
+
+// queueBatchSQL queues a batch of tasks in one statement, or none of them. $1 is the
+// project; $2-$13 are one array per column, one element per task in batch order (see
+// queueBatchArgs); $14-$16 the quotas the caller checked the batch against (see
+// checkedQuotaArgs); $17 tells whether the caller holds the project row's lock (taken
+// by lockQueuedQuota): only then is max_queued_tasks counted (a count of this
+// statement's snapshot, taken after the lock was granted). The answer is one row:
+// whether the project is live, whether its quotas are the checked ones, its
+// max_queued_tasks, the queued count (-1 when it was not counted), the first code
+// name (in batch order) that the project does not have, and how many tasks were
+// inserted: all of them, or none when any check failed.
+//
+// The tasks' times are one clock_timestamp() plus a microsecond per position, so that
+// lists (newest first) and the queue (oldest run_at first) keep the batch's order, as
+// insertTask's clock_timestamp() per row does. The code rows are held FOR SHARE until
+// the transaction ends, so that a concurrent delete of the code either waits for these
+// tasks (and then sees them) or wins, and the batch finds no code. A priority outside
+// 0-2 means the code's default_priority (else 0); a priority the project's plan does
+// not allow (projects.allowed_priorities) falls back to 0; a disabled (deprovisioned)
+// project takes no task.
+const queueBatchSQL = `WITH p AS (
+	SELECT allowed_priorities, max_queued_tasks,
+	       NOT $14::bool OR (max_payload_bytes IS NOT DISTINCT FROM $15::int
+	                         AND max_timeout_seconds IS NOT DISTINCT FROM $16::int) AS checked
+	FROM projects WHERE id = $1::text AND deleted_at IS NULL
+), cd AS (
+	SELECT c.id, c.name, c.latest_revision_id, c.rev, r.default_priority
+	FROM codes c JOIN code_revisions r ON r.id = c.latest_revision_id
+	WHERE c.project_id = $1::text AND c.name = ANY ($3::text[]) AND c.deleted_at IS NULL
+	FOR SHARE OF c
+), t AS (
+	SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::int[], $6::int[], $7::int[], $8::text[], $9::text[],
+	                     $10::int[], $11::text[], $12::text[], $13::text[])
+		WITH ORDINALITY AS t(id, code_name, payload, priority, timeout, delay, cluster, label,
+		                     retry_count, original_task_id, schedule_id, scheduled_for, ord)
+), missing AS (
+	SELECT t.code_name FROM t WHERE NOT EXISTS (SELECT 1 FROM cd WHERE cd.name = t.code_name) ORDER BY t.ord LIMIT 1
+), quota AS (
+	SELECT CASE WHEN p.max_queued_tasks IS NULL OR NOT $17::bool THEN -1
+	            ELSE (SELECT count(*) FROM tasks WHERE project_id = $1::text AND status = 'queued') END AS queued
+	FROM p
+), ok AS (
+	SELECT 1 FROM p, quota
+	WHERE p.checked AND NOT EXISTS (SELECT 1 FROM missing)
+	  AND (p.max_queued_tasks IS NULL OR (quota.queued >= 0 AND quota.queued + cardinality($2::text[]) <= p.max_queued_tasks))
+), ins AS (
+	INSERT INTO tasks
+		(id, project_id, code_id, code_name, code_revision_id, code_rev, status, priority, timeout, delay, cluster, label,
+		 payload, run_at, retry_count, original_task_id, schedule_id, scheduled_for, created_at, updated_at)
+	SELECT t.id, $1::text, cd.id, cd.name, cd.latest_revision_id, cd.rev, 'queued',
+	       CASE WHEN p.allowed_priorities IS NULL OR x.prio = ANY (p.allowed_priorities) THEN x.prio ELSE 0 END,
+	       t.timeout, t.delay, t.cluster, t.label, t.payload,
+	       x.at + t.delay * interval '1 second', t.retry_count, nullif(t.original_task_id, ''), nullif(t.schedule_id, ''),
+	       nullif(t.scheduled_for, '')::timestamptz, x.at, x.at
+	FROM t JOIN cd ON cd.name = t.code_name CROSS JOIN p CROSS JOIN (SELECT clock_timestamp() AS ts) now,
+	     LATERAL (SELECT CASE WHEN t.priority BETWEEN 0 AND 2 THEN t.priority
+	                          WHEN cd.default_priority BETWEEN 0 AND 2 THEN cd.default_priority ELSE 0 END AS prio,
+	                     now.ts + (t.ord - 1) * interval '1 microsecond' AS at) x
+	WHERE EXISTS (SELECT 1 FROM ok)
+	RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM p), coalesce((SELECT checked FROM p), false), (SELECT max_queued_tasks FROM p), coalesce((SELECT queued FROM quota), -1),
+       coalesce((SELECT code_name FROM missing), ''), (SELECT count(*) FROM ins)`
+
+// queueOneSQL is queueBatchSQL for the common request of one task without a key: a
+// plain INSERT … SELECT that inserts the task, or nothing when anything is amiss (the
+// project is gone, has max_queued_tasks or other quotas than $14-$16 say, or has no
+// such code); queueBatchSQL then says which. Same rules, same FOR SHARE on the code.
+const queueOneSQL = `INSERT INTO tasks
+	(id, project_id, code_id, code_name, code_revision_id, code_rev, status, priority, timeout, delay, cluster, label,
+	 payload, run_at, retry_count, original_task_id, schedule_id, scheduled_for, created_at, updated_at)
+SELECT $2::text, $1::text, c.id, c.name, c.latest_revision_id, c.rev, 'queued',
+       CASE WHEN p.allowed_priorities IS NULL OR x.prio = ANY (p.allowed_priorities) THEN x.prio ELSE 0 END,
+       $6::int, $7::int, $8::text, $9::text, $4::text,
+       x.at + $7::int * interval '1 second', $10::int, nullif($11::text, ''), nullif($12::text, ''),
+       nullif($13::text, '')::timestamptz, x.at, x.at
+FROM projects p, codes c JOIN code_revisions r ON r.id = c.latest_revision_id,
+     LATERAL (SELECT CASE WHEN $5::int BETWEEN 0 AND 2 THEN $5::int
+                          WHEN r.default_priority BETWEEN 0 AND 2 THEN r.default_priority ELSE 0 END AS prio,
+                     clock_timestamp() AS at) x
+WHERE p.id = $1::text AND p.deleted_at IS NULL AND p.max_queued_tasks IS NULL
+  AND (NOT $14::bool OR (p.max_payload_bytes IS NOT DISTINCT FROM $15::int
+                         AND p.max_timeout_seconds IS NOT DISTINCT FROM $16::int))
+  AND c.project_id = $1::text AND c.name = $3::text AND c.deleted_at IS NULL
+FOR SHARE OF c`
+
+// queueOne runs queueOneSQL: ok tells whether the task was queued.
+func (s *Store) queueOne(ctx context.Context, projectID string, nt NewTask, checked *Quotas) (string, bool, error) {
+	args, ids := queueBatchArgs(projectID, []NewTask{nt})
+	for i := 1; i < len(args); i++ { // one-element arrays → their element
+		switch a := args[i].(type) {
+		case pq.StringArray:
+			args[i] = a[0]
+		case pq.Int64Array:
+			args[i] = a[0]
+		}
+	}
+	args = append(args, checkedQuotaArgs(checked)...)
+	stmt, err := s.stmt(ctx, nil, queueOneSQL)
+	if err != nil {
+		return "", false, err
+	}
+	res, err := stmt.ExecContext(ctx, args...)
+	if isUniqueViolation(err) {
+		return "", false, ErrConflict
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("insert task: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return "", false, fmt.Errorf("insert task: %w", err)
+	}
+	return ids[0], n == 1, nil
+}
+
+// queueBatchArgs turns a batch into queueBatchSQL's arguments and the new tasks' ids.
+func queueBatchArgs(projectID string, batch []NewTask) ([]any, []string) {
+	n := len(batch)
+	ids := make([]string, n)
+	names, payloads, clusters, labels := make(pq.StringArray, n), make(pq.StringArray, n), make(pq.StringArray, n), make(pq.StringArray, n)
+	origs, scheds, schedFor := make(pq.StringArray, n), make(pq.StringArray, n), make(pq.StringArray, n)
+	prios, timeouts, delays, retries := make(pq.Int64Array, n), make(pq.Int64Array, n), make(pq.Int64Array, n), make(pq.Int64Array, n)
+	for i, nt := range batch {
+		ids[i] = NewID()
+		names[i], payloads[i], labels[i] = nt.CodeName, nt.Payload, nt.Label
+		clusters[i] = nt.Cluster
+		if clusters[i] == "" {
+			clusters[i] = "default"
+		}
+		prios[i] = -1 // the code's default
+		if nt.Priority != nil && *nt.Priority >= 0 && *nt.Priority <= 2 {
+			prios[i] = int64(*nt.Priority)
+		}
+		timeouts[i], delays[i], retries[i] = int64(nt.Timeout), int64(nt.Delay), int64(nt.RetryCount)
+		origs[i], scheds[i] = nt.OriginalTaskID, nt.ScheduleID
+		if nt.ScheduledFor != nil {
+			schedFor[i] = nt.ScheduledFor.UTC().Format(time.RFC3339Nano)
+		}
+	}
+	return []any{projectID, pq.StringArray(ids), names, payloads, prios, timeouts, delays, clusters, labels,
+		retries, origs, scheds, schedFor}, ids
+}
+
+// checkedQuotaArgs are queueBatchSQL's $14-$16 for the quotas a batch was checked
+// against (nil: none, queue whatever the project's limits).
+func checkedQuotaArgs(q *Quotas) []any {
+	if q == nil {
+		return []any{false, nil, nil}
+	}
+	return []any{true, nullableInt(q.MaxPayloadBytes), nullableInt(q.MaxTimeoutSeconds)}
+}
+
+func nullableInt(p *int) any {
+	if p == nil {
+		return nil
+	}
+	return int64(*p)
+}
+
+// queueBatchResult is queueBatchSQL's answer.
+type queueBatchResult struct {
+	live        bool
+	checked     bool
+	maxQueued   sql.NullInt64
+	queued      int64
+	missingCode string
+	inserted    int
+	// needLock: the project has max_queued_tasks and the caller did not hold its lock,
+	// so nothing was counted nor inserted.
+	needLock bool
+}
+
+// err tells why nothing was inserted (nil when the batch of n is in).
+func (r queueBatchResult) err(n int) error {
+	switch {
+	case !r.live:
+		return ErrNotFound
+	case !r.checked:
+		return ErrQuotasChanged
+	case r.maxQueued.Valid && r.queued >= 0 && int(r.queued)+n > int(r.maxQueued.Int64):
+		return &QuotaError{Limit: "max_queued_tasks", Max: int(r.maxQueued.Int64), Current: int(r.queued), Adding: n}
+	case r.missingCode != "":
+		return &ErrCodeNotFound{Name: r.missingCode}
+	case r.inserted != n:
+		return fmt.Errorf("inserted %d of %d tasks", r.inserted, n)
+	}
+	return nil
+}
+
+// queueBatch runs queueBatchSQL, in tx when not nil (with the project row locked:
+// locked true), else on its own.
+func (s *Store) queueBatch(ctx context.Context, tx *sql.Tx, args []any, locked bool) (queueBatchResult, error) {
+	stmt, err := s.stmt(ctx, tx, queueBatchSQL)
+	if err != nil {
+		return queueBatchResult{}, err
+	}
+	var r queueBatchResult
+	err = stmt.QueryRowContext(ctx, append(args, locked)...).
+		Scan(&r.live, &r.checked, &r.maxQueued, &r.queued, &r.missingCode, &r.inserted)
+	if isUniqueViolation(err) {
+		return queueBatchResult{}, ErrConflict
+	}
+	if err != nil {
+		return queueBatchResult{}, fmt.Errorf("insert tasks: %w", err)
+	}
+	r.needLock = r.live && r.checked && r.maxQueued.Valid && !locked
+	return r, nil
+}
+
+// lockQueuedQuota holds the project's row until tx ends when the project has
+// max_queued_tasks, so that concurrent queueing requests of the project count one after
+// the other (queueBatchSQL counts in a statement of its own, after the lock). Nothing
+// when the project has no such quota, or is gone (queueBatchSQL reports that).
+func lockQueuedQuota(ctx context.Context, tx *sql.Tx, projectID string) error {
+	var discard sql.NullInt64
+	err := tx.QueryRowContext(ctx, `SELECT max_queued_tasks FROM projects
+		WHERE id = $1 AND deleted_at IS NULL AND max_queued_tasks IS NOT NULL FOR UPDATE`, projectID).Scan(&discard)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("lock project quota: %w", err)
+	}
+	return nil
 }
 
 // codeRef is what a new task needs of its code: the revision it runs and the defaults.
@@ -257,10 +527,3 @@ func insertTask(ctx context.Context, tx *sql.Tx, projectID string, code codeRef,
 
 // TaskQueueChannel is the LISTEN/NOTIFY channel that wakes lease long-polls.
 const TaskQueueChannel = "iron_tasks_queued"
-
-func notifyQueued(ctx context.Context, tx *sql.Tx) error {
-	if _, err := tx.ExecContext(ctx, `SELECT pg_notify($1, '')`, TaskQueueChannel); err != nil {
-		return fmt.Errorf("notify queue: %w", err)
-	}
-	return nil
-}
