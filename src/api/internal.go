@@ -401,8 +401,19 @@ func (ia *internalAPI) heartbeat(c *gin.Context) {
 
 // doHeartbeat applies a heartbeat; err is an unexpected failure (the answer is then empty).
 func (ia *internalAPI) doHeartbeat(ctx context.Context, id string, body *heartbeatBody) (reportResult, error) {
+	hb, bad := heartbeatInput(body)
+	if bad != nil {
+		return *bad, nil
+	}
+	res, err := ia.s.store.HeartbeatTask(ctx, id, body.LeaseID, hb, ia.cfg.LeaseDuration.Std())
+	return heartbeatAnswer(res, err)
+}
+
+// heartbeatInput checks a heartbeat's body: the store's Heartbeat, or the answer to a
+// bad one.
+func heartbeatInput(body *heartbeatBody) (store.Heartbeat, *reportResult) {
 	if r, bad := missingLease(body.LeaseID); bad {
-		return r, nil
+		return store.Heartbeat{}, &r
 	}
 	hb := store.Heartbeat{BackendRef: body.BackendRef, Adoptable: body.Adoptable == nil || *body.Adoptable}
 	switch body.State {
@@ -412,9 +423,14 @@ func (ia *internalAPI) doHeartbeat(ctx context.Context, id string, body *heartbe
 		hb.Running = body.BackendRef != ""
 	case "preparing":
 	default:
-		return reportResult{Code: http.StatusBadRequest, Msg: `state must be "preparing" or "running"`}, nil
+		return hb, &reportResult{Code: http.StatusBadRequest, Msg: `state must be "preparing" or "running"`}
 	}
-	res, err := ia.s.store.HeartbeatTask(ctx, id, body.LeaseID, hb, ia.cfg.LeaseDuration.Std())
+	return hb, nil
+}
+
+// heartbeatAnswer turns the store's answer to a heartbeat into the runner's; err is an
+// unexpected failure.
+func heartbeatAnswer(res store.HeartbeatResult, err error) (reportResult, error) {
 	if errors.Is(err, store.ErrTaskCancelled) {
 		out := reportResult{Code: http.StatusOK, Cancel: &yes, Status: "cancelled"}
 		if !res.ExpiresAt.IsZero() {
@@ -537,20 +553,37 @@ func (ia *internalAPI) complete(c *gin.Context) {
 }
 
 func (ia *internalAPI) doComplete(ctx context.Context, id string, body *completeBody) (reportResult, error) {
+	comp, bad := completeInput(body)
+	if bad != nil {
+		return *bad, nil
+	}
+	res, err := ia.s.store.CompleteTask(ctx, id, body.LeaseID, comp)
+	return ia.completeAnswer(id, res, err)
+}
+
+// completeInput checks a completion's body: the store's Completion, or the answer to a
+// bad one.
+func completeInput(body *completeBody) (store.Completion, *reportResult) {
 	if r, bad := missingLease(body.LeaseID); bad {
-		return r, nil
+		return store.Completion{}, &r
 	}
 	if !store.IsFinalStatus(body.Status) {
-		return reportResult{Code: http.StatusBadRequest, Msg: "status must be one of " + strings.Join(store.FinalStatuses, ", ")}, nil
+		return store.Completion{}, &reportResult{Code: http.StatusBadRequest, Msg: "status must be one of " + strings.Join(store.FinalStatuses, ", ")}
 	}
-	if len(body.Msg) > maxProgressMsgBytes {
-		body.Msg = body.Msg[:maxProgressMsgBytes]
+	msg := body.Msg
+	if len(msg) > maxProgressMsgBytes {
+		msg = msg[:maxProgressMsgBytes]
 	}
-	comp := store.Completion{Status: body.Status, ExitCode: body.ExitCode, Msg: body.Msg, NoRetry: body.NoRetry}
+	comp := store.Completion{Status: body.Status, ExitCode: body.ExitCode, Msg: msg, NoRetry: body.NoRetry}
 	if body.DurationMS != nil && *body.DurationMS > 0 {
 		comp.Duration = time.Duration(*body.DurationMS * float64(time.Millisecond))
 	}
-	res, err := ia.s.store.CompleteTask(ctx, id, body.LeaseID, comp)
+	return comp, nil
+}
+
+// completeAnswer turns the store's answer to a completion into the runner's; err is an
+// unexpected failure.
+func (ia *internalAPI) completeAnswer(id string, res store.CompleteResult, err error) (reportResult, error) {
 	if r, ok := leaseResult(err); ok {
 		return r, nil
 	}

@@ -32,8 +32,8 @@ import (
 // 409 when another lease holds the task or it has finished, 404 for an unknown task,
 // 400 for a bad body, and 503 when the database is unavailable (resend that report
 // later); the others in the request are not affected. The reports of one task are
-// applied in their order, those of different tasks concurrently (the store merges
-// concurrent heartbeats and completions into shared statements).
+// applied in their order; those of different tasks together, the heartbeats of a
+// request sharing statements, and so do its completions (see applyReports).
 //
 // The request itself answers 400 (not JSON, no reports or more than maxReports), 401
 // and 413 like every runner call; 200 otherwise, whatever the reports' results.
@@ -122,22 +122,7 @@ func (ia *internalAPI) reports(c *gin.Context) {
 	if len(items) == 1 {
 		results[0] = ia.report(ctx, &items[0])
 	} else {
-		// One goroutine per task, applying its reports in order.
-		byTask := make(map[string][]int, len(items))
-		for i := range items {
-			byTask[items[i].TaskID] = append(byTask[items[i].TaskID], i)
-		}
-		var wg sync.WaitGroup
-		for _, idx := range byTask {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for _, i := range idx {
-					results[i] = ia.report(ctx, &items[i])
-				}
-			}()
-		}
-		wg.Wait()
+		ia.applyReports(ctx, items, results)
 	}
 	if ctx.Err() != nil {
 		c.Abort() // the runner is gone: nobody reads the answer
@@ -146,10 +131,86 @@ func (ia *internalAPI) reports(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"results": results})
 }
 
-// report applies one report and answers what its single-task call answers.
-func (ia *internalAPI) report(ctx context.Context, it *reportItem) reportResult {
+// applyReports applies many reports in rounds: the first report of each task, then the
+// second, and so on, so that a task's reports apply in order. In a round the heartbeats
+// go to the store together, and so do the completions (HeartbeatTasks, CompleteTasks:
+// they share statements), both at once; progress reports go one by one (they are rare).
+func (ia *internalAPI) applyReports(ctx context.Context, items []reportItem, results []reportResult) {
+	seen := make(map[string]int, len(items))
+	var rounds [][]int
+	for i := range items {
+		k := seen[items[i].TaskID]
+		seen[items[i].TaskID] = k + 1
+		if k == len(rounds) {
+			rounds = append(rounds, nil)
+		}
+		rounds[k] = append(rounds[k], i)
+	}
+	for _, round := range rounds {
+		var hbIdx, cIdx []int
+		var hbs []store.HeartbeatCall
+		var comps []store.CompleteCall
+		for _, i := range round {
+			it := &items[i]
+			if r, done := checkReport(it); done {
+				results[i] = r
+				continue
+			}
+			switch {
+			case it.Heartbeat != nil:
+				hb, bad := heartbeatInput(it.Heartbeat)
+				if bad != nil {
+					results[i] = *bad
+					continue
+				}
+				hbIdx, hbs = append(hbIdx, i), append(hbs, store.HeartbeatCall{TaskID: it.TaskID, LeaseID: it.Heartbeat.LeaseID, Heartbeat: hb})
+			case it.Complete != nil:
+				comp, bad := completeInput(it.Complete)
+				if bad != nil {
+					results[i] = *bad
+					continue
+				}
+				cIdx, comps = append(cIdx, i), append(comps, store.CompleteCall{TaskID: it.TaskID, LeaseID: it.Complete.LeaseID, Completion: comp})
+			default:
+				results[i] = ia.report(ctx, it)
+			}
+		}
+		var wg sync.WaitGroup
+		if len(hbs) > 0 {
+			wg.Go(func() {
+				res, errs := ia.s.store.HeartbeatTasks(ctx, hbs, ia.cfg.LeaseDuration.Std())
+				for j, i := range hbIdx {
+					results[i] = ia.reportAnswer("heartbeat", items[i].TaskID)(heartbeatAnswer(res[j], errs[j]))
+				}
+			})
+		}
+		if len(comps) > 0 {
+			wg.Go(func() {
+				res, errs := ia.s.store.CompleteTasks(ctx, comps)
+				for j, i := range cIdx {
+					results[i] = ia.reportAnswer("complete", items[i].TaskID)(ia.completeAnswer(items[i].TaskID, res[j], errs[j]))
+				}
+			})
+		}
+		wg.Wait()
+	}
+}
+
+// reportAnswer returns a function that turns a report's answer and unexpected failure
+// into its result.
+func (ia *internalAPI) reportAnswer(kind, taskID string) func(reportResult, error) reportResult {
+	return func(r reportResult, err error) reportResult {
+		if err != nil {
+			return ia.failResult(kind, taskID, err)
+		}
+		return r
+	}
+}
+
+// checkReport answers a report that names no valid task or not exactly one call.
+func checkReport(it *reportItem) (reportResult, bool) {
 	if !store.ValidID(it.TaskID) {
-		return reportResult{Code: http.StatusNotFound, Msg: "Task not found"}
+		return reportResult{Code: http.StatusNotFound, Msg: "Task not found"}, true
 	}
 	n := 0
 	for _, set := range []bool{it.Heartbeat != nil, it.Complete != nil, it.Progress != nil} {
@@ -158,7 +219,15 @@ func (ia *internalAPI) report(ctx context.Context, it *reportItem) reportResult 
 		}
 	}
 	if n != 1 {
-		return reportResult{Code: http.StatusBadRequest, Msg: "a report carries exactly one of heartbeat, complete and progress"}
+		return reportResult{Code: http.StatusBadRequest, Msg: "a report carries exactly one of heartbeat, complete and progress"}, true
+	}
+	return reportResult{}, false
+}
+
+// report applies one report and answers what its single-task call answers.
+func (ia *internalAPI) report(ctx context.Context, it *reportItem) reportResult {
+	if r, done := checkReport(it); done {
+		return r
 	}
 	var (
 		r    reportResult

@@ -185,15 +185,44 @@ type HeartbeatResult struct {
 // result carries its expiry, while the holder stops the task),
 // *TaskStateError(ErrTaskFinished).
 func (s *Store) HeartbeatTask(ctx context.Context, taskID, leaseID string, hb Heartbeat, d time.Duration) (HeartbeatResult, error) {
-	// Fast path, batched with concurrent heartbeats (see groupCommit); what it does not
-	// apply goes on below, which tells the reasons apart.
-	req := &heartbeatReq{taskID: taskID, leaseID: leaseID, backendRef: hb.BackendRef, adoptable: hb.Adoptable,
-		running: hb.Running, durationMs: float64(d.Milliseconds()), done: make(chan error, 1)}
-	if err := s.groups().heartbeat.do(ctx, req); err == nil {
-		return HeartbeatResult{Status: req.status, ExpiresAt: req.expiresAt.UTC()}, nil
-	} else if !errors.Is(err, errNotEnded) {
-		return HeartbeatResult{}, fmt.Errorf("heartbeat task %s: %w", taskID, err)
+	res, errs := s.HeartbeatTasks(ctx, []HeartbeatCall{{TaskID: taskID, LeaseID: leaseID, Heartbeat: hb}}, d)
+	return res[0], errs[0]
+}
+
+// HeartbeatCall is one heartbeat of HeartbeatTasks.
+type HeartbeatCall struct {
+	TaskID, LeaseID string
+	Heartbeat       Heartbeat
+}
+
+// HeartbeatTasks is HeartbeatTask for several tasks at once (a runner's batched
+// reports): one result and one error per call, in order. Their fast paths go into the
+// group commit together, so that they share statements; the calls it does not apply
+// take the one-task path, which tells the reasons apart. A task should appear once.
+func (s *Store) HeartbeatTasks(ctx context.Context, calls []HeartbeatCall, d time.Duration) ([]HeartbeatResult, []error) {
+	reqs := make([]*heartbeatReq, len(calls))
+	for i, c := range calls {
+		reqs[i] = &heartbeatReq{taskID: c.TaskID, leaseID: c.LeaseID, backendRef: c.Heartbeat.BackendRef,
+			adoptable: c.Heartbeat.Adoptable, running: c.Heartbeat.Running, durationMs: float64(d.Milliseconds()),
+			done: make(chan error, 1)}
 	}
+	errs := s.groups().heartbeat.doAll(ctx, reqs)
+	results := make([]HeartbeatResult, len(calls))
+	for i, c := range calls {
+		switch {
+		case errs[i] == nil:
+			results[i] = HeartbeatResult{Status: reqs[i].status, ExpiresAt: reqs[i].expiresAt.UTC()}
+		case errors.Is(errs[i], errNotEnded):
+			results[i], errs[i] = s.heartbeatOne(ctx, c.TaskID, c.LeaseID, c.Heartbeat, d)
+		default:
+			errs[i] = fmt.Errorf("heartbeat task %s: %w", c.TaskID, errs[i])
+		}
+	}
+	return results, errs
+}
+
+// heartbeatOne is a heartbeat's one-task path.
+func (s *Store) heartbeatOne(ctx context.Context, taskID, leaseID string, hb Heartbeat, d time.Duration) (HeartbeatResult, error) {
 	var r HeartbeatResult
 	var ref any
 	if hb.BackendRef != "" {
@@ -414,27 +443,70 @@ func retryStatus(status string) bool {
 // Errors: ErrNotFound; ErrLeaseLost (another lease holds or held the task);
 // *TaskStateError(ErrTaskFinished) when the task already ended with another status.
 func (s *Store) CompleteTask(ctx context.Context, taskID, leaseID string, c Completion) (CompleteResult, error) {
-	if !IsFinalStatus(c.Status) {
-		return CompleteResult{}, fmt.Errorf("complete task %s: invalid status %q", taskID, c.Status)
-	}
-	if !retryStatus(c.Status) || c.NoRetry {
-		// Fast path, the common case (no retry policy to apply): see groupCommit and
-		// flushCompletes.
-		// Anything it does not end (not found, another lease, finished or cancelled
-		// meanwhile) takes the transaction below, which tells those apart.
+	res, errs := s.CompleteTasks(ctx, []CompleteCall{{TaskID: taskID, LeaseID: leaseID, Completion: c}})
+	return res[0], errs[0]
+}
+
+// CompleteCall is one completion of CompleteTasks.
+type CompleteCall struct {
+	TaskID, LeaseID string
+	Completion      Completion
+}
+
+// CompleteTasks is CompleteTask for several tasks at once (a runner's batched reports):
+// one result and one error per call, in order. The fast paths (no retry policy to
+// apply: see flushCompletes) go into the group commit together, so that they share
+// statements; anything they do not end (not found, another lease, finished or
+// cancelled meanwhile) and the completions a retry policy applies to take the one-task
+// transaction, which tells those apart. A task should appear once.
+func (s *Store) CompleteTasks(ctx context.Context, calls []CompleteCall) ([]CompleteResult, []error) {
+	results, errs := make([]CompleteResult, len(calls)), make([]error, len(calls))
+	var fast []*completeReq
+	var fastIdx []int
+	for i, call := range calls {
+		c := call.Completion
+		if !IsFinalStatus(c.Status) {
+			errs[i] = fmt.Errorf("complete task %s: invalid status %q", call.TaskID, c.Status)
+			continue
+		}
+		if retryStatus(c.Status) && !c.NoRetry {
+			continue
+		}
 		exit := ""
 		if c.ExitCode != nil {
 			exit = strconv.Itoa(*c.ExitCode)
 		}
-		err := s.groups().complete.do(ctx, &completeReq{taskID: taskID, leaseID: leaseID, status: c.Status,
+		fast = append(fast, &completeReq{taskID: call.TaskID, leaseID: call.LeaseID, status: c.Status,
 			exitCode: exit, msg: c.Msg, durationMs: float64(c.Duration.Milliseconds()), done: make(chan error, 1)})
-		if err == nil {
-			return CompleteResult{Status: c.Status}, nil
-		}
-		if !errors.Is(err, errNotEnded) {
-			return CompleteResult{}, fmt.Errorf("complete task %s: %w", taskID, err)
+		fastIdx = append(fastIdx, i)
+	}
+	slow := make([]bool, len(calls))
+	for i, c := range calls {
+		slow[i] = errs[i] == nil && retryStatus(c.Completion.Status) && !c.Completion.NoRetry
+	}
+	if len(fast) > 0 {
+		for j, err := range s.groups().complete.doAll(ctx, fast) {
+			i := fastIdx[j]
+			switch {
+			case err == nil:
+				results[i] = CompleteResult{Status: calls[i].Completion.Status}
+			case errors.Is(err, errNotEnded):
+				slow[i] = true
+			default:
+				errs[i] = fmt.Errorf("complete task %s: %w", calls[i].TaskID, err)
+			}
 		}
 	}
+	for i, c := range calls {
+		if slow[i] {
+			results[i], errs[i] = s.completeOne(ctx, c.TaskID, c.LeaseID, c.Completion)
+		}
+	}
+	return results, errs
+}
+
+// completeOne is a completion's one-task transaction.
+func (s *Store) completeOne(ctx context.Context, taskID, leaseID string, c Completion) (CompleteResult, error) {
 	var res CompleteResult
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		var status, holder, projectID, revisionID, retryID string
@@ -521,9 +593,25 @@ var errNotEnded = errors.New("not applied by the batched fast path")
 // or ctx's error (r may still be applied later: both calls are idempotent for the
 // holder).
 func (g *groupCommit[R]) do(ctx context.Context, r R) error {
+	return g.doAll(ctx, []R{r})[0]
+}
+
+// doAll is do for several calls at once: they are queued together, so that the first
+// flush takes them all (up to maxGroupBatch) instead of the few queued by the time
+// each caller got there.
+func (g *groupCommit[R]) doAll(ctx context.Context, rs []R) []error {
 	g.mu.Lock()
-	g.pending = append(g.pending, r)
+	g.pending = append(g.pending, rs...)
 	g.mu.Unlock()
+	errs := make([]error, len(rs))
+	for i, r := range rs {
+		errs[i] = g.wait(ctx, r)
+	}
+	return errs
+}
+
+// wait answers r once a flush (its own or another caller's) has.
+func (g *groupCommit[R]) wait(ctx context.Context, r R) error {
 	for {
 		select {
 		case err := <-r.doneCh():
