@@ -112,15 +112,7 @@ func NewReporter(s ReportSender, opts ReporterOptions) *Reporter {
 			opts.MaxBackoff = c.opts.MaxBackoff
 		}
 	}
-	if opts.MaxAttempts <= 0 {
-		opts.MaxAttempts = 5
-	}
-	if opts.Backoff <= 0 {
-		opts.Backoff = 200 * time.Millisecond
-	}
-	if opts.MaxBackoff <= 0 {
-		opts.MaxBackoff = 5 * time.Second
-	}
+	defaultRetries(&opts.MaxAttempts, &opts.Backoff, &opts.MaxBackoff)
 	r := &Reporter{s: s, opts: opts, busy: map[string]struct{}{},
 		heartbeats: map[taskLease]*pendingReport{}, completes: map[taskLease]*pendingReport{}}
 	r.single, _ = s.(singleReporter)
@@ -312,16 +304,23 @@ func (r *Reporter) requeue(p *pendingReport) {
 	r.mu.Unlock()
 }
 
-// finish answers p and its riders: res (each its own error from it), or err.
-func (r *Reporter) finish(p *pendingReport, res ReportResult, err error) {
+// detach forgets p as its task's pending completion and returns its riders (the
+// heartbeats it stands for), to be answered with it.
+func (r *Reporter) detach(p *pendingReport) []*pendingReport {
 	key := taskLease{p.item.TaskID, p.item.leaseID()}
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.completes[key] == p {
 		delete(r.completes, key)
 	}
 	riders := p.riders
 	p.riders = nil
-	r.mu.Unlock()
+	return riders
+}
+
+// finish answers p and its riders: res (each its own error from it), or err.
+func (r *Reporter) finish(p *pendingReport, res ReportResult, err error) {
+	riders := r.detach(p)
 	answer := func(q *pendingReport, res ReportResult) {
 		e := err
 		if e == nil {
@@ -339,14 +338,7 @@ func (r *Reporter) finish(p *pendingReport, res ReportResult, err error) {
 // finishSingle sends p (and its riders) through the single-task calls.
 func (r *Reporter) finishSingle(p *pendingReport) {
 	res, err := r.sendSingle(p.ctx, p.item)
-	key := taskLease{p.item.TaskID, p.item.leaseID()}
-	r.mu.Lock()
-	if r.completes[key] == p {
-		delete(r.completes, key)
-	}
-	riders := p.riders
-	p.riders = nil
-	r.mu.Unlock()
+	riders := r.detach(p)
 	p.done <- reportAnswer{res: res, err: err}
 	for _, h := range riders {
 		h.done <- reportAnswer{res: ReportResult{Code: res.Code, Status: res.Status}, err: err}

@@ -114,15 +114,7 @@ func NewRunnerClient(baseURL, name, secret string, opts RunnerOptions) (*RunnerC
 	if opts.ArchiveTimeout <= 0 {
 		opts.ArchiveTimeout = 10 * time.Minute
 	}
-	if opts.MaxAttempts <= 0 {
-		opts.MaxAttempts = 5
-	}
-	if opts.Backoff <= 0 {
-		opts.Backoff = 200 * time.Millisecond
-	}
-	if opts.MaxBackoff <= 0 {
-		opts.MaxBackoff = 5 * time.Second
-	}
+	defaultRetries(&opts.MaxAttempts, &opts.Backoff, &opts.MaxBackoff)
 	return &RunnerClient{base: u, name: name, secret: secret, http: opts.HTTPClient, opts: opts}, nil
 }
 
@@ -564,4 +556,18 @@ func (c *RunnerClient) attempt(ctx context.Context, cl call, target string, payl
 // String shows the lease for logs (never the payload or config).
 func (l Lease) String() string {
 	return "lease " + l.LeaseID + " of task " + l.Task.ID + " (attempt " + strconv.Itoa(l.Attempt) + ")"
+}
+
+// defaultRetries fills in the retry defaults that are not set: 5 attempts, backoff from
+// 200ms up to 5s.
+func defaultRetries(attempts *int, backoff, maxBackoff *time.Duration) {
+	if *attempts <= 0 {
+		*attempts = 5
+	}
+	if *backoff <= 0 {
+		*backoff = 200 * time.Millisecond
+	}
+	if *maxBackoff <= 0 {
+		*maxBackoff = 5 * time.Second
+	}
 }
