@@ -527,8 +527,18 @@ var takeTasksQuery = `WITH l AS (SELECT * FROM unnest($1::text[], $2::text[]) AS
 		RETURNING t.*)
 	SELECT ` + revisionColumnsUnsealed + `, r.config_sealed, r.env_vars_sealed,
 		t.lease_id, t.lease_expires_at, coalesce(t.backend_ref, ''), t.lease_count, t.status,
-		` + taskColumns + `
+		` + taskColumnsNoLogSize + `
 	FROM u t JOIN code_revisions r ON r.id = t.code_revision_id`
+
+// taskColumnsNoLogSize is taskColumns with log_size 0: a runner has no use for it, and
+// summing each leased task's log chunks cost an index probe per task.
+var taskColumnsNoLogSize = func() string {
+	const logSize = "coalesce((SELECT sum(length(l.data)) FROM task_log_chunks l WHERE l.task_id = t.id), 0)"
+	if !strings.Contains(taskColumns, logSize) {
+		panic("store: taskColumns does not end with the log size")
+	}
+	return strings.Replace(taskColumns, logSize, "0::bigint", 1)
+}()
 
 // scanFunc adapts a function to rowScanner, to scan one row into several scanners'
 // destinations.

@@ -789,11 +789,13 @@ func (s *Store) flushCompletes(batch []*completeReq) {
 					lease_expires_at = NULL, updated_at = now()
 				FROM l JOIN k ON k.id = l.id
 				WHERE t.id = l.id AND t.lease_id = l.lease_id AND t.status IN ('queued', 'preparing', 'running')
-				RETURNING t.id, t.code_id, t.project_id)
-			SELECT u.id, EXISTS (SELECT 1 FROM codes c JOIN code_revisions r ON r.id = c.latest_revision_id
-			                     WHERE c.id = u.code_id AND r.max_concurrency IS NOT NULL)
-			             OR EXISTS (SELECT 1 FROM projects p WHERE p.id = u.project_id AND p.max_concurrency IS NOT NULL)
-			FROM u`, pq.Array(ids), pq.Array(leases), pq.Array(statuses), pq.Array(exits), pq.Array(msgs), pq.Array(durs))
+				RETURNING t.id, t.code_id, t.project_id),
+			-- one check per distinct code and project, not per task
+			c AS (SELECT EXISTS (SELECT 1 FROM codes c JOIN code_revisions r ON r.id = c.latest_revision_id
+			                     WHERE c.id IN (SELECT DISTINCT code_id FROM u) AND r.max_concurrency IS NOT NULL)
+			          OR EXISTS (SELECT 1 FROM projects p
+			                     WHERE p.id IN (SELECT DISTINCT project_id FROM u) AND p.max_concurrency IS NOT NULL) AS capped)
+			SELECT u.id, c.capped FROM u, c`, pq.Array(ids), pq.Array(leases), pq.Array(statuses), pq.Array(exits), pq.Array(msgs), pq.Array(durs))
 		if err != nil {
 			return err
 		}
