@@ -152,6 +152,9 @@ var _ = Describe("Runner reports and leases (batched)", func() {
 		for _, r := range reqs {
 			asked += r.MaxTasks
 		}
-		Expect(float64(asked)/float64(len(reqs))).To(BeNumerically(">=", 4), "%d lease requests for 300 tasks", len(reqs))
+		// Without gathering a lease follows each freed slot (about 1 task per request); the
+		// gather aims at a quarter batch (4) but the 5 ms window may lapse on a loaded
+		// machine, so the bound sits between the two.
+		Expect(float64(asked)/float64(len(reqs))).To(BeNumerically(">=", 2.5), "%d lease requests for 300 tasks", len(reqs))
 	})
 })
