@@ -20,8 +20,6 @@ import (
 	"github.com/ironcf/ironworker-release/src/store"
 )
 
-func notYet(c *gin.Context) { abortMsg(c, http.StatusNotImplemented, "Not implemented yet") }
-
 // ---- wire types ----
 
 // codeJSON is the Code object of GET /codes and GET /codes/:id. Optional fields are

@@ -85,12 +85,6 @@ func (qc *quotaCache) put(projectID string, q store.Quotas) {
 	qc.entries[projectID] = quotaEntry{quotas: q, expires: qc.now().Add(qc.ttl)}
 }
 
-func (qc *quotaCache) forget(projectID string) {
-	qc.mu.Lock()
-	defer qc.mu.Unlock()
-	delete(qc.entries, projectID)
-}
-
 // queueQuotas is projectQuotas through the quota cache, for paths that queue with
 // store.QueueTasksChecked (fresh false: from the cache). False once it has answered.
 func (s *Server) queueQuotas(c *gin.Context, fresh bool) (store.Quotas, bool, bool) {

@@ -138,9 +138,6 @@ func (r *Registrar) failed(loop string, err error) {
 	st.LastError, st.LastErrorAt, st.healthy = err.Error(), &now, false
 }
 
-// Registry is the Prometheus registry of the registrar's metrics.
-func (r *Registrar) Registry() *prometheus.Registry { return r.reg }
-
 // Handler serves /healthz (200 while every loop's latest attempt succeeded, else 503,
 // with each loop's status as JSON) and /metrics.
 func (r *Registrar) Handler() http.Handler {

@@ -139,15 +139,6 @@ func (b *fakeBackend) Cancel(_ context.Context, ref backend.Ref) error {
 	return nil
 }
 
-// detach makes the task's output go nowhere (its runner stopped following it).
-func (c *cluster) detach(ref backend.Ref) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if t, ok := c.tasks[ref]; ok {
-		t.sink = nil
-	}
-}
-
 func (c *cluster) startCount() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -10,6 +10,9 @@ import (
 	"time"
 )
 
+// TaskQueueChannel is the LISTEN/NOTIFY channel that wakes lease long-polls.
+const TaskQueueChannel = "iron_tasks_queued"
+
 // notifyInterval is the least time between two NOTIFYs of one Store: under load every
 // enqueue would otherwise cost a NOTIFY transaction of its own, while one per interval
 // wakes every long-poll of every API instance just as well.

@@ -524,6 +524,3 @@ func insertTask(ctx context.Context, tx *sql.Tx, projectID string, code codeRef,
 	}
 	return id, nil
 }
-
-// TaskQueueChannel is the LISTEN/NOTIFY channel that wakes lease long-polls.
-const TaskQueueChannel = "iron_tasks_queued"
