@@ -57,7 +57,7 @@ func projectID(c *gin.Context) string { return c.GetString(projectKey) }
 
 // tokenCacheTTL is how long an API instance trusts a token it has looked up. A token
 // revoked through this process (unbind, deprovision, store.RevokeToken) is refused at
-// once: every revocation bumps store.TokenRevocations, which empties the cache. A token
+// once: every revocation bumps Store.TokenRevocations, which empties the cache. A token
 // revoked through another API instance (or the admin command) may still be accepted
 // here for up to this long; the project's own checks (a deprovisioned project takes no
 // task, see store.QueueTasksOnce) do not depend on the cache.
@@ -79,7 +79,7 @@ type tokenCache struct {
 type tokenEntry struct {
 	projectID string
 	expires   time.Time
-	// epoch is store.TokenRevocations() from before the lookup: an entry taken before
+	// epoch is Store.TokenRevocations() from before the lookup: an entry taken before
 	// the latest revocation of this process is not trusted.
 	epoch uint64
 }
@@ -119,7 +119,7 @@ func (s *Server) projectForToken(c *gin.Context, token string) (string, error) {
 	key := string(store.HashToken(token))
 	// The epoch is read before the lookup: a revocation that commits while the lookup
 	// runs bumps it, and the entry stored below is then already stale.
-	epoch := store.TokenRevocations()
+	epoch := s.store.TokenRevocations()
 	if id, ok := s.tokens.get(key, epoch); ok {
 		return id, nil
 	}

@@ -104,10 +104,10 @@ func (s *Server) mountInternal(r *gin.Engine, opts RunnerOptions) {
 	}
 	g := r.Group("/internal/v1", ia.authenticate())
 	g.POST("/lease", ia.lease)
-	g.POST("/tasks/:task_id/heartbeat", ia.heartbeat)
+	g.POST("/tasks/:task_id/heartbeat", singleReport(ia, ia.doHeartbeat))
 	g.POST("/tasks/:task_id/log", ia.appendLog)
-	g.POST("/tasks/:task_id/progress", ia.progress)
-	g.POST("/tasks/:task_id/complete", ia.complete)
+	g.POST("/tasks/:task_id/progress", singleReport(ia, ia.doProgress))
+	g.POST("/tasks/:task_id/complete", singleReport(ia, ia.doComplete))
 	g.POST("/tasks/:task_id/release", ia.release)
 	g.GET("/tasks/:task_id/archive", ia.archive)
 	g.POST("/reports", ia.reports)
@@ -384,22 +384,27 @@ type heartbeatBody struct {
 	Adoptable  *bool  `json:"adoptable"`
 }
 
-// heartbeat is POST /tasks/:id/heartbeat. state "running" (or a backend_ref without a
-// state) marks the task started; "preparing" or none only extends the lease.
-func (ia *internalAPI) heartbeat(c *gin.Context) {
-	id, ok := leasedTaskID(c)
-	if !ok {
-		return
+// singleReport serves one of the single-task runner calls (heartbeat, progress,
+// complete): the task id from the path, the body, then do, which applies the same call
+// as a report of POST /reports.
+func singleReport[B any](ia *internalAPI, do func(ctx context.Context, id string, body *B) (reportResult, error)) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		id, ok := leasedTaskID(c)
+		if !ok {
+			return
+		}
+		var body B
+		if !ia.s.decodeJSON(c, &body) {
+			return
+		}
+		r, err := do(c.Request.Context(), id, &body)
+		ia.answer(c, r, err)
 	}
-	var body heartbeatBody
-	if !ia.s.decodeJSON(c, &body) {
-		return
-	}
-	r, err := ia.doHeartbeat(c.Request.Context(), id, &body)
-	ia.answer(c, r, err)
 }
 
-// doHeartbeat applies a heartbeat; err is an unexpected failure (the answer is then empty).
+// doHeartbeat applies POST /tasks/:id/heartbeat (or a heartbeat report): state
+// "running" (or a backend_ref without a state) marks the task started; "preparing" or
+// none only extends the lease. err is an unexpected failure (the answer is then empty).
 func (ia *internalAPI) doHeartbeat(ctx context.Context, id string, body *heartbeatBody) (reportResult, error) {
 	hb, bad := heartbeatInput(body)
 	if bad != nil {
@@ -481,20 +486,8 @@ func (ia *internalAPI) appendLog(c *gin.Context) {
 	c.JSON(http.StatusOK, msgBody{Msg: "Appended " + strconv.Itoa(len(data)) + " bytes"})
 }
 
-// progress is POST /tasks/:id/progress {lease_id, percent, msg}.
-func (ia *internalAPI) progress(c *gin.Context) {
-	id, ok := leasedTaskID(c)
-	if !ok {
-		return
-	}
-	var body progressInput
-	if !ia.s.decodeJSON(c, &body) {
-		return
-	}
-	r, err := ia.doProgress(c.Request.Context(), id, &body)
-	ia.answer(c, r, err)
-}
-
+// doProgress applies POST /tasks/:id/progress {lease_id, percent, msg} (or a progress
+// report).
 func (ia *internalAPI) doProgress(ctx context.Context, id string, body *progressInput) (reportResult, error) {
 	if r, bad := missingLease(body.LeaseID); bad {
 		return r, nil
@@ -538,20 +531,7 @@ type completeBody struct {
 	NoRetry    bool     `json:"no_retry"`
 }
 
-// complete is POST /tasks/:id/complete.
-func (ia *internalAPI) complete(c *gin.Context) {
-	id, ok := leasedTaskID(c)
-	if !ok {
-		return
-	}
-	var body completeBody
-	if !ia.s.decodeJSON(c, &body) {
-		return
-	}
-	r, err := ia.doComplete(c.Request.Context(), id, &body)
-	ia.answer(c, r, err)
-}
-
+// doComplete applies POST /tasks/:id/complete (or a completion report).
 func (ia *internalAPI) doComplete(ctx context.Context, id string, body *completeBody) (reportResult, error) {
 	comp, bad := completeInput(body)
 	if bad != nil {

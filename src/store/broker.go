@@ -286,7 +286,7 @@ func (s *Store) DeprovisionInstance(ctx context.Context, id string) (Deprovision
 	if err != nil {
 		return Deprovisioned{}, fmt.Errorf("deprovision instance %s: %w", id, err)
 	}
-	tokensRevoked()
+	s.tokensRevoked()
 	return d, nil
 }
 
@@ -452,6 +452,6 @@ func (s *Store) DeleteBinding(ctx context.Context, instanceID, bindingID string)
 	if err != nil {
 		return fmt.Errorf("unbind %s: %w", bindingID, err)
 	}
-	tokensRevoked()
+	s.tokensRevoked()
 	return nil
 }

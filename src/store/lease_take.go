@@ -100,9 +100,7 @@ func (s *Store) leaseRound(ctx context.Context, req LeaseRequest, want int, st *
 	if first {
 		cancelLimit = want
 	}
-	// Some candidates may fail the concurrency check or be taken by another lease: read
-	// a few more than wanted so that one capped code does not starve the lease.
-	limit := 2*want + 8
+	limit := candidateLimit(want)
 	scan, err := s.scanQueue(ctx, nil, limit, cancelLimit, st)
 	if err != nil {
 		return nil, false, err
@@ -158,6 +156,11 @@ func (s *Store) leaseRound(ctx context.Context, req LeaseRequest, want int, st *
 	again = lockedElsewhere > 0 || len(heldBack.codes) > 0 || len(heldBack.projects) > 0 || more || failed > 0
 	return out, again, nil
 }
+
+// candidateLimit is how many candidates a round reads to take want tasks: some may fail
+// the concurrency check or be taken by another lease, so a few more than wanted, so that
+// one capped code does not starve the lease.
+func candidateLimit(want int) int { return 2*want + 8 }
 
 // endUndecryptable ends the leased tasks of revisions whose secrets cannot be
 // decrypted (sealedOff, by revision) that were to start, and returns the others.
@@ -569,7 +572,7 @@ func (s *Store) ExplainLease(ctx context.Context, maxTasks int) (string, error) 
 		}
 		defer tx.Rollback()
 		st := &leaseState{skip: []string{}, excluded: []string{}, excludedProjects: []string{}}
-		limit := 2*maxTasks + 8
+		limit := candidateLimit(maxTasks)
 		explain := func(title, query string, args ...any) error {
 			rows, err := tx.QueryContext(ctx, `EXPLAIN (ANALYZE, BUFFERS) `+query, args...)
 			if err != nil {

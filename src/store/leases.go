@@ -461,6 +461,7 @@ type CompleteCall struct {
 // transaction, which tells those apart. A task should appear once.
 func (s *Store) CompleteTasks(ctx context.Context, calls []CompleteCall) ([]CompleteResult, []error) {
 	results, errs := make([]CompleteResult, len(calls)), make([]error, len(calls))
+	slow := make([]bool, len(calls)) // for the one-task transaction
 	var fast []*completeReq
 	var fastIdx []int
 	for i, call := range calls {
@@ -470,6 +471,7 @@ func (s *Store) CompleteTasks(ctx context.Context, calls []CompleteCall) ([]Comp
 			continue
 		}
 		if retryStatus(c.Status) && !c.NoRetry {
+			slow[i] = true
 			continue
 		}
 		exit := ""
@@ -479,10 +481,6 @@ func (s *Store) CompleteTasks(ctx context.Context, calls []CompleteCall) ([]Comp
 		fast = append(fast, &completeReq{taskID: call.TaskID, leaseID: call.LeaseID, status: c.Status,
 			exitCode: exit, msg: c.Msg, durationMs: float64(c.Duration.Milliseconds()), done: make(chan error, 1)})
 		fastIdx = append(fastIdx, i)
-	}
-	slow := make([]bool, len(calls))
-	for i, c := range calls {
-		slow[i] = errs[i] == nil && retryStatus(c.Completion.Status) && !c.Completion.NoRetry
 	}
 	if len(fast) > 0 {
 		for j, err := range s.groups().complete.doAll(ctx, fast) {
@@ -589,16 +587,11 @@ const (
 
 var errNotEnded = errors.New("not applied by the batched fast path")
 
-// do queues r and answers what flush answered for it (nil, errNotEnded or an error),
-// or ctx's error (r may still be applied later: both calls are idempotent for the
-// holder).
-func (g *groupCommit[R]) do(ctx context.Context, r R) error {
-	return g.doAll(ctx, []R{r})[0]
-}
-
-// doAll is do for several calls at once: they are queued together, so that the first
-// flush takes them all (up to maxGroupBatch) instead of the few queued by the time
-// each caller got there.
+// doAll queues rs together, so that the first flush takes them all (up to
+// maxGroupBatch) instead of the few queued by the time each caller got there, and
+// answers, per call, what flush answered for it (nil, errNotEnded or an error), or
+// ctx's error (the call may still be applied later: heartbeats and completions are
+// idempotent for the holder).
 func (g *groupCommit[R]) doAll(ctx context.Context, rs []R) []error {
 	g.mu.Lock()
 	g.pending = append(g.pending, rs...)

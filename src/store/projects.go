@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 )
 
@@ -51,23 +50,19 @@ func (s *Store) CreateToken(ctx context.Context, projectID, description string) 
 	return token, nil
 }
 
-// tokenRevocations counts the token revocations made through this process.
-var tokenRevocations atomic.Uint64
-
 // TokenRevocations is a counter that changes after every token revocation made through
-// this process (by any Store): caches of token lookups (the API's) drop what they took
-// before it changed.
-func TokenRevocations() uint64 { return tokenRevocations.Load() }
+// this Store: caches of token lookups (the API's) drop what they took before it changed.
+func (s *Store) TokenRevocations() uint64 { return s.revocations.Load() }
 
 // tokensRevoked records, after the revoking statement or transaction committed, that
-// tokens were revoked through this process (see TokenRevocations): RevokeToken,
+// tokens were revoked through this Store (see TokenRevocations): RevokeToken,
 // DeleteBinding and DeprovisionInstance call it.
-func tokensRevoked() { tokenRevocations.Add(1) }
+func (s *Store) tokensRevoked() { s.revocations.Add(1) }
 
 // RevokeToken disables a token at once.
 func (s *Store) RevokeToken(ctx context.Context, token string) error {
 	res, err := s.db.ExecContext(ctx, `UPDATE tokens SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL`, HashToken(token))
-	tokensRevoked()
+	s.tokensRevoked()
 	if err != nil {
 		return fmt.Errorf("revoke token: %w", err)
 	}

@@ -43,6 +43,8 @@ type Store struct {
 	log    *slog.Logger
 	// maxLogBytes caps each task's stored log (tasklogs_cap.go); 0 = unlimited.
 	maxLogBytes atomic.Int64
+	// revocations counts the token revocations made through this Store (projects.go).
+	revocations atomic.Uint64
 	// notifier wakes lease long-polls after commits (notify.go).
 	notifier  *queueNotifier
 	notifyTxs sync.Map // *sql.Tx → struct{}: transactions that wake long-polls once committed
