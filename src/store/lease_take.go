@@ -462,7 +462,7 @@ func (s *Store) takeTasks(ctx context.Context, tx *sql.Tx, picks []candidate, re
 	ids, leaseIDs := make([]string, len(picks)), make([]string, len(picks))
 	order := make(map[string]int, len(picks))
 	for i, c := range picks {
-		ids[i], leaseIDs[i] = c.id, NewID()
+		ids[i], leaseIDs[i] = c.id, newLeaseID()
 		order[c.id] = i
 	}
 	rows, err := s.hotQuery(ctx, tx, takeTasksQuery, pq.Array(ids), pq.Array(leaseIDs), req.Duration.Milliseconds(), req.RunnerID)
@@ -599,7 +599,7 @@ func (s *Store) ExplainLease(ctx context.Context, maxTasks int) (string, error) 
 		}
 		ids, leaseIDs := []string{}, []string{}
 		for _, c := range scan.cands[:min(len(scan.cands), maxTasks)] {
-			ids, leaseIDs = append(ids, c.id), append(leaseIDs, NewID())
+			ids, leaseIDs = append(ids, c.id), append(leaseIDs, newLeaseID())
 		}
 		return explain(fmt.Sprintf("lease take (%d tasks: lock, lease, read with their revisions)", len(ids)), takeTasksQuery,
 			pq.Array(ids), pq.Array(leaseIDs), int64(30000), "explain")

@@ -95,20 +95,22 @@ const activeProjectCount = `SELECT (SELECT count(*) FROM tasks WHERE project_id 
 
 // blockedProjects lists the projects at their max_concurrency (a broker plan's quota),
 // counting their active tasks as activeProjectCount does; like blockedCodes it reads
-// the active tasks only, never the queue.
+// the active tasks only, never the queue, and not even those while no project has a
+// max_concurrency (one probe of projects_capped, a one-time filter of the plan).
 const blockedProjects = `SELECT a.project_id FROM (
 		SELECT project_id FROM tasks WHERE status IN ('preparing','running')
 		UNION ALL
 		SELECT project_id FROM tasks WHERE status = 'queued' AND backend_ref IS NOT NULL
 	) a
 	JOIN projects p ON p.id = a.project_id
-	WHERE p.max_concurrency IS NOT NULL
+	WHERE p.max_concurrency IS NOT NULL AND EXISTS (SELECT 1 FROM projects WHERE max_concurrency IS NOT NULL)
 	GROUP BY a.project_id, p.max_concurrency
 	HAVING count(*) >= p.max_concurrency`
 
 // blockedCodes lists the codes whose new tasks cannot start now: paused, or at their
 // max_concurrency. It reads the paused codes and the active tasks (bounded by what the
-// runners hold), never the queue.
+// runners hold), never the queue; the active tasks only while some code revision has a
+// max_concurrency (one probe of code_revisions_capped, a one-time filter of the plan).
 const blockedCodes = `SELECT id FROM codes WHERE paused AND deleted_at IS NULL
 	UNION
 	SELECT a.code_id FROM (
@@ -118,7 +120,7 @@ const blockedCodes = `SELECT id FROM codes WHERE paused AND deleted_at IS NULL
 	) a
 	JOIN codes c ON c.id = a.code_id
 	JOIN code_revisions r ON r.id = c.latest_revision_id
-	WHERE r.max_concurrency IS NOT NULL
+	WHERE r.max_concurrency IS NOT NULL AND EXISTS (SELECT 1 FROM code_revisions WHERE max_concurrency IS NOT NULL)
 	GROUP BY a.code_id, r.max_concurrency
 	HAVING count(*) >= r.max_concurrency`
 

@@ -50,6 +50,24 @@ var _ = Describe("migrations", func() {
 	})
 })
 
+var _ = Describe("ids", func() {
+	It("are ObjectId-shaped, unique, and increase within a process", func() {
+		prev := store.NewID()
+		seen := map[string]bool{prev: true}
+		for i := 0; i < 10000; i++ {
+			id := store.NewID()
+			Expect(store.ValidID(id)).To(BeTrue(), id)
+			Expect(seen).NotTo(HaveKey(id))
+			seen[id] = true
+			// The counter may wrap once in 2^24 ids; the time prefix moves on meanwhile.
+			if id[:8] == prev[:8] && id[18:] != "000000" {
+				Expect(id > prev).To(BeTrue(), "%s after %s", id, prev)
+			}
+			prev = id
+		}
+	})
+})
+
 var _ = Describe("projects and tokens", func() {
 	It("stores only a SHA-256 of each token and revokes at once", func() {
 		st, db := freshStore(testsupport.NewSealer())
