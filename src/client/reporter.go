@@ -27,6 +27,10 @@ type ReporterOptions struct {
 	MaxBatch int
 	// MaxInFlight bounds the requests sent at once (default 2).
 	MaxInFlight int
+	// Linger is how long a request waits for more calls before it goes (default 0:
+	// at once). Tasks leased together tend to end together: without it the first of
+	// them goes alone, the second alone in the other request, the rest after those.
+	Linger time.Duration
 	// MaxAttempts bounds how often a report the API did not apply (a 503 result) is
 	// sent (default 5); Backoff is the first pause before sending it again (default
 	// 200ms), doubled each time up to MaxBackoff (default 5s): the single-task calls'
@@ -195,6 +199,9 @@ func (r *Reporter) startFlusherLocked() {
 
 // flush sends batches until nothing that can be sent is pending.
 func (r *Reporter) flush() {
+	if r.opts.Linger > 0 {
+		time.Sleep(r.opts.Linger)
+	}
 	for {
 		r.mu.Lock()
 		batch := r.takeLocked()

@@ -130,6 +130,22 @@ var _ = Describe("Reporter (batched heartbeats and completions)", func() {
 		Expect(reqs[1][0].Complete.Duration).To(Equal(3 * time.Millisecond))
 	})
 
+	It("with a Linger, sends the calls made within it in one request", func() {
+		r := client.NewReporter(f, client.ReporterOptions{Linger: 50 * time.Millisecond})
+		var calls []<-chan error
+		for i := 0; i < 10; i++ {
+			id := fmt.Sprintf("t%d", i)
+			calls = append(calls, inBackground(func() error { _, err := r.Complete(ctx, id, completeReq(id)); return err }))
+			time.Sleep(time.Millisecond)
+		}
+		for _, ch := range calls {
+			Eventually(ch).Should(Receive(BeNil()))
+		}
+		reqs := f.reqs()
+		Expect(reqs).To(HaveLen(1), "without the linger the first call goes alone")
+		Expect(reqs[0]).To(HaveLen(10))
+	})
+
 	It("bounds a request's reports by MaxBatch", func() {
 		f.gate = make(chan struct{})
 		r := client.NewReporter(f, client.ReporterOptions{MaxInFlight: 1, MaxBatch: 3})

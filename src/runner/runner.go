@@ -204,12 +204,17 @@ func New(opts Options) (*Runner, error) {
 		handBack: make(chan struct{}), freed: make(chan struct{}, 1)}
 	r.rep = opts.Client
 	if rs, ok := opts.Client.(client.ReportSender); ok {
-		r.rep = client.NewReporter(rs, client.ReporterOptions{})
+		r.rep = client.NewReporter(rs, client.ReporterOptions{Linger: reportLinger})
 	}
 	r.reportCtx, r.reportCancel = context.WithCancel(context.Background())
 	r.metrics.slots.Set(float64(opts.Slots))
 	return r, nil
 }
+
+// reportLinger is how long the runner's reports wait for others before they go: a
+// lease's tasks often end together (and a heartbeat round is one tick), and one request
+// for them costs the API a fraction of one per report; a task's end is late by as much.
+const reportLinger = time.Millisecond
 
 // Run leases and runs tasks until ctx ends, then drains (see the package doc) and
 // returns once no task is held any more.
