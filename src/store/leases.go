@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -760,6 +762,11 @@ func (s *Store) flushCompletes(batch []*completeReq) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	run := dedupe(batch, func(r *completeReq) string { return r.taskID })
+	// In id order: the update locks the rows in the order of l (a nested loop over the
+	// primary key), so that two batches that share tasks (a report sent again while
+	// the first is still running) cannot deadlock. Locking them first in a FOR UPDATE
+	// subquery, as before, wrote every row twice: ~10% of a drain in scripts/bench.
+	slices.SortFunc(run, func(a, b *completeReq) int { return strings.Compare(a.taskID, b.taskID) })
 	ids, leases, statuses, exits, msgs := make([]string, len(run)), make([]string, len(run)), make([]string, len(run)),
 		make([]string, len(run)), make([]string, len(run))
 	durs := make([]float64, len(run))
@@ -772,8 +779,6 @@ func (s *Store) flushCompletes(batch []*completeReq) {
 		rows, err := s.hotQuery(ctx, nil, `WITH l AS (
 				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[])
 					AS l(id, lease_id, status, exit_code, msg, dur)),
-			-- rows locked in id order, so that concurrent batches cannot deadlock
-			k AS MATERIALIZED (SELECT id FROM tasks WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE),
 			u AS (
 				UPDATE tasks t SET status = l.status, exit_code = nullif(l.exit_code, '')::int,
 					msg = coalesce(nullif(l.msg, ''), t.msg),
@@ -782,7 +787,7 @@ func (s *Store) flushCompletes(batch []*completeReq) {
 					end_time = CASE WHEN t.start_time IS NOT NULL AND l.dur > 0
 					                THEN least(now(), t.start_time + l.dur * interval '1 millisecond') ELSE now() END,
 					lease_expires_at = NULL, updated_at = now()
-				FROM l JOIN k ON k.id = l.id
+				FROM l
 				WHERE t.id = l.id AND t.lease_id = l.lease_id AND t.status IN ('queued', 'preparing', 'running')
 				RETURNING t.id, t.code_id, t.project_id),
 			-- one check per distinct code and project, not per task
