@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"time"
 
@@ -32,26 +33,61 @@ var (
 	diegoTasks = flag.Int("diego-tasks", 40, "tasks per round of the diego backend's Cloud Controller request count (0: skip)")
 	diegoSlots = flag.Int("diego-slots", 20, "runner slots of the diego run")
 	diegoPoll  = flag.Duration("diego-poll", 500*time.Millisecond, "poll interval of the diego run")
+	cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the whole run (API, runners and load generator: one process) to this file")
 )
+
+// exit flushes the CPU profile (deferred calls do not run on os.Exit) and exits.
+var exit = func(code int) {
+	flushProfile()
+	os.Exit(code)
+}
+
+var flushProfile = func() {}
+
+// startCPUProfile profiles the process until the returned func runs.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	flushProfile = func() {
+		pprof.StopCPUProfile()
+		f.Close()
+		flushProfile = func() {}
+	}
+	return func() { flushProfile() }, nil
+}
 
 func main() {
 	flag.Parse()
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		defer stop()
+	}
 	if *workload != "" {
 		// One measurement of scripts/bench's side-by-side run (see sidebyside.go).
 		if err := sideBySide(); err != nil {
 			fmt.Fprintf(os.Stderr, "bench %s: %v\n", *workload, err)
-			os.Exit(1)
+			exit(1)
 		}
 		return
 	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
+		exit(1)
 	}
 	if *diegoTasks > 0 {
 		if err := runDiego(*diegoTasks, *diegoSlots, *diegoPoll); err != nil {
 			fmt.Fprintln(os.Stderr, "bench: diego:", err)
-			os.Exit(1)
+			exit(1)
 		}
 	}
 }
