@@ -132,6 +132,11 @@ func (s *Store) WriteArchive(ctx context.Context, revisionID string, w io.Writer
 func (s *Store) DeleteCode(ctx context.Context, projectID, codeID string) (int64, error) {
 	var cancelled int64
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		// Waits for the enqueues of the code under way; later ones find it deleted
+		// (iron_live_code_locked, migration 0009).
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('code-delete/' || $1::text, 0))`, codeID); err != nil {
+			return fmt.Errorf("lock code: %w", err)
+		}
 		res, err := tx.ExecContext(ctx, `UPDATE codes SET deleted_at = now(), updated_at = now()
 			WHERE project_id = $1 AND id = $2 AND deleted_at IS NULL`, projectID, codeID)
 		if err != nil {
@@ -171,7 +176,9 @@ func (s *Store) CancelCodeTasks(ctx context.Context, projectID, codeID string) (
 // wakes lease long-polls once the transaction commits.
 func (s *Store) cancelCodeTasks(ctx context.Context, tx *sql.Tx, projectID, codeID string, statuses []string) (int64, error) {
 	res, err := tx.ExecContext(ctx, `UPDATE tasks SET status = 'cancelled', end_time = now(), updated_at = now()
-		WHERE project_id = $1 AND code_id = $2 AND status = ANY($3::text[])`, projectID, codeID, pq.Array(statuses))
+		WHERE project_id = $1 AND code_id = $2 AND status = ANY($3::text[])
+		  -- the two partial indexes by code: tasks_code_queue, tasks_code_active
+		  AND (status = 'queued' OR status IN ('preparing', 'running'))`, projectID, codeID, pq.Array(statuses))
 	if err != nil {
 		return 0, fmt.Errorf("cancel tasks: %w", err)
 	}

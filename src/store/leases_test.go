@@ -386,6 +386,41 @@ var _ = Describe("Leases (store)", func() {
 		Expect(res).To(Equal(store.CompleteResult{Status: "error"}))
 	})
 
+	It("leaves no task queued for a code deleted while tasks are being queued for it", func() {
+		for round := 0; round < 10; round++ {
+			code := newCode(store.CodeSettings{})
+			var wg sync.WaitGroup
+			var queued atomic.Int32
+			for w := 0; w < 4; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer GinkgoRecover()
+					batch := make([]store.NewTask, 1+9*(w%2)) // the one-task and the batch statement
+					for i := range batch {
+						batch[i] = store.NewTask{CodeName: code.Name, Timeout: 60}
+					}
+					for i := 0; i < 500; i++ {
+						_, err := st.QueueTasks(ctx, projectID, batch)
+						var notFound *store.ErrCodeNotFound
+						if errors.As(err, &notFound) {
+							return
+						}
+						Expect(err).NotTo(HaveOccurred())
+						queued.Add(1)
+					}
+				}()
+			}
+			Eventually(queued.Load).Should(BeNumerically(">=", 8))
+			_, err := st.DeleteCode(ctx, projectID, code.ID)
+			Expect(err).NotTo(HaveOccurred())
+			wg.Wait()
+			var left int
+			Expect(db.QueryRow(`SELECT count(*) FROM tasks WHERE code_id = $1 AND status = 'queued'`, code.ID).Scan(&left)).To(Succeed())
+			Expect(left).To(BeZero(), "round %d: tasks queued for the deleted code", round)
+		}
+	})
+
 	It("does not retry a task completed with no_retry (the code itself cannot run)", func() {
 		code := newCode(store.CodeSettings{Retries: 3})
 		queue(code.Name, 1)

@@ -232,9 +232,10 @@ func (s *Store) QueueTasksChecked(ctx context.Context, projectID string, idem *I
 //
 // The tasks' times are one clock_timestamp() plus a microsecond per position, so that
 // lists (newest first) and the queue (oldest run_at first) keep the batch's order, as
-// insertTask's clock_timestamp() per row does. The code rows are held FOR SHARE until
-// the transaction ends, so that a concurrent delete of the code either waits for these
-// tasks (and then sees them) or wins, and the batch finds no code. A priority outside
+// insertTask's clock_timestamp() per row does. Each code is checked live again under a
+// shared advisory lock (iron_live_code_locked, migration 0009), so that a concurrent
+// delete of the code either waits for these tasks (and then cancels them) or wins, and
+// the batch finds no code. A priority outside
 // 0-2 means the code's default_priority (else 0); a priority the project's plan does
 // not allow (projects.allowed_priorities) falls back to 0; a disabled (deprovisioned)
 // project takes no task.
@@ -243,11 +244,11 @@ const queueBatchSQL = `WITH p AS (
 	       NOT $14::bool OR (max_payload_bytes IS NOT DISTINCT FROM $15::int
 	                         AND max_timeout_seconds IS NOT DISTINCT FROM $16::int) AS checked
 	FROM projects WHERE id = $1::text AND deleted_at IS NULL
-), cd AS (
+), cd AS MATERIALIZED (
 	SELECT c.id, c.name, c.latest_revision_id, c.rev, r.default_priority
 	FROM codes c JOIN code_revisions r ON r.id = c.latest_revision_id
 	WHERE c.project_id = $1::text AND c.name = ANY ($3::text[]) AND c.deleted_at IS NULL
-	FOR SHARE OF c
+	  AND iron_live_code_locked(c.id)
 ), t AS (
 	SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::int[], $6::int[], $7::int[], $8::text[], $9::text[],
 	                     $10::int[], $11::text[], $12::text[], $13::text[])
@@ -285,7 +286,7 @@ SELECT EXISTS (SELECT 1 FROM p), coalesce((SELECT checked FROM p), false), (SELE
 // queueOneSQL is queueBatchSQL for the common request of one task without a key: a
 // plain INSERT … SELECT that inserts the task, or nothing when anything is amiss (the
 // project is gone, has max_queued_tasks or other quotas than $14-$16 say, or has no
-// such code); queueBatchSQL then says which. Same rules, same FOR SHARE on the code.
+// such code); queueBatchSQL then says which. Same rules, same lock on the code.
 const queueOneSQL = `INSERT INTO tasks
 	(id, project_id, code_id, code_name, code_revision_id, code_rev, status, priority, timeout, delay, cluster, label,
 	 payload, run_at, retry_count, original_task_id, schedule_id, scheduled_for, created_at, updated_at)
@@ -302,7 +303,7 @@ WHERE p.id = $1::text AND p.deleted_at IS NULL AND p.max_queued_tasks IS NULL
   AND (NOT $14::bool OR (p.max_payload_bytes IS NOT DISTINCT FROM $15::int
                          AND p.max_timeout_seconds IS NOT DISTINCT FROM $16::int))
   AND c.project_id = $1::text AND c.name = $3::text AND c.deleted_at IS NULL
-FOR SHARE OF c`
+  AND iron_live_code_locked(c.id)`
 
 // queueOne runs queueOneSQL: ok tells whether the task was queued.
 func (s *Store) queueOne(ctx context.Context, projectID string, nt NewTask, checked *Quotas) (string, bool, error) {

@@ -243,11 +243,13 @@ var _ = Describe("queueing tasks (QueueTasksOnce: one statement per batch)", fun
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(conn.Close)
 
-		// A delete of the code is under way (its row updated, not yet committed): the
-		// batch waits for it, then finds no code.
+		// A delete of the code is under way (DeleteCode's lock taken, its row updated,
+		// not yet committed): the batch waits for it, then finds no code.
 		tx, err := conn.Begin()
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() { _ = tx.Rollback() }) // after a failure: free the batch and the pool
+		_, err = tx.Exec(`SELECT pg_advisory_xact_lock(hashtextextended('code-delete/' || $1::text, 0))`, code.ID)
+		Expect(err).NotTo(HaveOccurred())
 		_, err = tx.Exec(`UPDATE codes SET deleted_at = now() WHERE id = $1`, code.ID)
 		Expect(err).NotTo(HaveOccurred())
 		done := make(chan error, 1)

@@ -19,3 +19,10 @@ DROP INDEX tasks_active;
 -- capped code) there is nothing to find, and these make that a probe each.
 CREATE INDEX code_revisions_capped ON code_revisions (id) WHERE max_concurrency IS NOT NULL;
 CREATE INDEX projects_capped ON projects (id) WHERE max_concurrency IS NOT NULL;
+
+-- tasks_code_status (code_id, status) held every task of history and took a new entry
+-- on every insert and status change; what reads it by code wants the tasks in flight
+-- (max_concurrency counts, cancel_all), while queued ones are in tasks_code_queue.
+-- Counts by status over time (CodeTaskCounts) read tasks_project_created.
+DROP INDEX tasks_code_status;
+CREATE INDEX tasks_code_active ON tasks (code_id) WHERE status IN ('preparing', 'running');
