@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 )
 
 // Main runs run with the command-line arguments: `-h` exits 0 after the usage text, an
 // error is printed as "<name>: <error>" and exits 1.
 func Main(name string, run func(args []string) error) {
+	TuneGC()
 	err := run(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		return
@@ -28,4 +30,19 @@ func Logger(job, level string) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level)) // the config loader already validated it
 	return slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: l})).With("job", job)
+}
+
+// gcPercent is the jobs' GOGC. Their live heaps are small (tens of MB) and what they
+// allocate is short-lived request and row garbage, so the default (100) collects very
+// often: about a fifth of iron-api's and iron-runner's CPU in scripts/bench, and ~17%
+// more end-to-end throughput at 400. The cost is a peak heap of about five times the
+// live one.
+const gcPercent = 400
+
+// TuneGC sets the garbage collector's target to gcPercent, unless the GOGC environment
+// variable chooses (an operator's setting wins).
+func TuneGC() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(gcPercent)
+	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/ironcf/ironworker-release/src/backend/noop"
 	"github.com/ironcf/ironworker-release/src/client"
 	"github.com/ironcf/ironworker-release/src/config"
+	"github.com/ironcf/ironworker-release/src/internal/cli"
 	"github.com/ironcf/ironworker-release/src/internal/testsupport"
 	"github.com/ironcf/ironworker-release/src/runner"
 )
@@ -64,6 +65,8 @@ func startCPUProfile(path string) (func(), error) {
 
 func main() {
 	flag.Parse()
+	// iron-api and iron-runner run with this GC setting (cli.Main); so do they here.
+	cli.TuneGC()
 	if *cpuProfile != "" {
 		stop, err := startCPUProfile(*cpuProfile)
 		if err != nil {
