@@ -21,13 +21,13 @@ import (
 // regardless of pause and max_concurrency: it already runs.
 //
 // A lease is a few rounds (usually one) of two statements: a scan that reads candidates
-// without locks (scanQueue), then a take that locks the picks with FOR UPDATE SKIP
-// LOCKED, re-checks their status, leases them and returns everything a runner needs
-// (takeTasks), autocommitted. Only when a pick's code or project has a max_concurrency
+// without locks (scanQueue), then a take that updates the picks still takeable (in id
+// order; a pick another lease is taking is waited for, then left), leases them and
+// returns everything a runner needs (takeTasks), autocommitted. Only when a pick's code or project has a max_concurrency
 // does the take run in a transaction that first locks those codes and projects
 // (pg_advisory_xact_lock on their keys, in sorted order) and counts their active tasks,
 // so that concurrent leases never exceed either. A lease holds row locks only on what it
-// takes, so concurrent leases do not hide tasks from each other.
+// takes, and only for its take, so concurrent leases do not hide tasks from each other.
 //
 // A leased task becomes 'preparing' ('running' when it is adopted after having
 // started). Cancelled tasks that may still run under an adoptable backend ref and that
@@ -72,7 +72,7 @@ const maxLeaseRounds = 4
 
 // leaseState carries what earlier rounds of one lease learnt (never nil: SQL arrays).
 type leaseState struct {
-	skip             []string // tasks taken, or picked and found locked by another lease
+	skip             []string // tasks taken, or picked and found taken by another lease
 	excluded         []string // codes found full or busy
 	excludedProjects []string // projects found full or busy
 }
