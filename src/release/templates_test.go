@@ -179,13 +179,17 @@ var _ = Describe("job templates", Ordered, ContinueOnFailure, func() {
 			}
 			var bpm struct {
 				Processes []struct {
-					Name       string   `json:"name"`
-					Executable string   `json:"executable"`
-					Args       []string `json:"args"`
+					Name       string            `json:"name"`
+					Executable string            `json:"executable"`
+					Args       []string          `json:"args"`
+					Env        map[string]string `json:"env"`
 				} `json:"processes"`
 			}
 			Expect(yaml.Unmarshal([]byte(r.Files["config/bpm.yml"]), &bpm)).To(Succeed())
 			Expect(bpm.Processes).NotTo(BeEmpty(), "%s: %s", r.Case, r.Job)
+			if r.Job == "iron-api" || r.Job == "iron-runner" {
+				Expect(bpm.Processes[0].Env).To(HaveKeyWithValue("GOGC", "400"), "%s: %s's gc_percent", r.Case, r.Job)
+			}
 			for _, p := range bpm.Processes {
 				bin := strings.TrimPrefix(p.Executable, "/var/vcap/packages/ironworker/bin/")
 				Expect(filepath.Join(repoRoot, "src", "cmd", bin, "main.go")).To(BeAnExistingFile(), "%s runs %s", r.Job, p.Executable)
@@ -317,6 +321,7 @@ var _ = Describe("job templates", Ordered, ContinueOnFailure, func() {
 			Expect(err.Error()).To(ContainSubstring(message))
 		},
 		Entry("runner: non-integer slots", "iron-runner", map[string]any{"slots": "many"}, `iron-runner: property slots must be an integer, got "many"`),
+		Entry("runner: a bad gc_percent", "iron-runner", map[string]any{"gc_percent": "off"}, `iron-runner: property gc_percent must be an integer from 1 to 10000, got "off"`),
 		Entry("runner: too many slots (the loader)", "iron-runner", map[string]any{"slots": 5000}, "property slots must be at most 1000"),
 		Entry("runner: a bad drain timeout", "iron-runner", map[string]any{"drain_timeout": "a while"}, "property drain_timeout must be a duration"),
 		Entry("runner: an unknown backend", "iron-runner", map[string]any{"backend": map[string]any{"type": "k8s"}}, "property backend.type must be local, diego or noop"),
@@ -343,6 +348,7 @@ var _ = Describe("job templates", Ordered, ContinueOnFailure, func() {
 			Expect(err.Error()).To(ContainSubstring(message))
 		},
 		Entry("a non-integer port", map[string]any{"port": "eighty"}, `property port must be an integer, got "eighty"`),
+		Entry("a gc_percent out of range", map[string]any{"gc_percent": 0}, "iron-api: property gc_percent must be an integer from 1 to 10000, got 0"),
 		Entry("a port out of range", map[string]any{"port": 70000}, "property port must be at most 65535"),
 		Entry("a bad duration", map[string]any{"runner": map[string]any{"lease_wait": "soon"}}, "property runner.lease_wait must be a duration"),
 		Entry("a short encryption passphrase", map[string]any{"encryption": map[string]any{"keys": []any{map[string]any{"label": "k", "passphrase": "short"}}}}, "encryption.keys[0].passphrase"),
