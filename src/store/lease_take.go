@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -21,13 +20,13 @@ import (
 // regardless of pause and max_concurrency: it already runs.
 //
 // A lease is a few rounds (usually one) of two statements: a scan that reads candidates
-// without locks (scanQueue), then a take that updates the picks still takeable (in id
-// order; a pick another lease is taking is waited for, then left), leases them and
-// returns everything a runner needs (takeTasks), autocommitted. Only when a pick's code or project has a max_concurrency
+// without locks (scanQueue), then a take that locks the picks with FOR UPDATE SKIP
+// LOCKED, re-checks their status, leases them and returns everything a runner needs
+// (takeTasks), autocommitted. Only when a pick's code or project has a max_concurrency
 // does the take run in a transaction that first locks those codes and projects
 // (pg_advisory_xact_lock on their keys, in sorted order) and counts their active tasks,
 // so that concurrent leases never exceed either. A lease holds row locks only on what it
-// takes, and only for its take, so concurrent leases do not hide tasks from each other.
+// takes, so concurrent leases do not hide tasks from each other.
 //
 // A leased task becomes 'preparing' ('running' when it is adopted after having
 // started). Cancelled tasks that may still run under an adoptable backend ref and that
@@ -72,7 +71,7 @@ const maxLeaseRounds = 4
 
 // leaseState carries what earlier rounds of one lease learnt (never nil: SQL arrays).
 type leaseState struct {
-	skip             []string // tasks taken, or picked and found taken by another lease
+	skip             []string // tasks taken, or picked and found locked by another lease
 	excluded         []string // codes found full or busy
 	excludedProjects []string // projects found full or busy
 }
@@ -451,9 +450,9 @@ func pickWithinCaps(ctx context.Context, tx *sql.Tx, cands []candidate, want int
 	return picks, held, more, nil
 }
 
-// takeTasks is the take of a lease: in one statement it leases the picks that are still
-// takeable (a queued task, or a Cancel lease's task) and reads them with their code
-// revisions. It returns them in the
+// takeTasks is the take of a lease: in one statement it locks the picks that are still
+// takeable (FOR UPDATE SKIP LOCKED, in id order; a queued task, or a Cancel lease's
+// task), leases them and reads them with their code revisions. It returns them in the
 // order of picks, and the revisions whose secrets cannot be decrypted (by revision id,
 // with the msg their tasks end with).
 func (s *Store) takeTasks(ctx context.Context, tx *sql.Tx, picks []candidate, req LeaseRequest) ([]LeasedTask, map[string]string, error) {
@@ -466,8 +465,6 @@ func (s *Store) takeTasks(ctx context.Context, tx *sql.Tx, picks []candidate, re
 		ids[i], leaseIDs[i] = c.id, newLeaseID()
 		order[c.id] = i
 	}
-	// In id order: the update locks the rows in the order of l (see takeTasksQuery).
-	slices.Sort(ids)
 	rows, err := s.hotQuery(ctx, tx, takeTasksQuery, pq.Array(ids), pq.Array(leaseIDs), req.Duration.Milliseconds(), req.RunnerID)
 	if err != nil {
 		return nil, nil, fmt.Errorf("take tasks: %w", err)
@@ -515,23 +512,25 @@ func (s *Store) takeTasks(ctx context.Context, tx *sql.Tx, picks []candidate, re
 	return out, sealedOff, nil
 }
 
-// takeTasksQuery: $1 task ids (sorted), $2 their new lease ids, $3 lease duration (ms),
-// $4 runner. The update locks the rows in $1's order (a nested loop over the primary
-// key), so two takes cannot deadlock; a row another take (or a cancel) holds is waited
-// for, a few milliseconds at most, and then skipped when it is no longer takeable. A
-// FOR UPDATE SKIP LOCKED subquery would skip it at once, but writes every row twice
-// (a lock, then the update): ~3% of a drain in scripts/bench.
+// takeTasksQuery: $1 task ids, $2 their new lease ids, $3 lease duration (ms), $4 runner.
+// The picks are locked FOR UPDATE SKIP LOCKED before the update (a second write per
+// row; updating them directly measured ~3% faster in scripts/bench's drain) because a
+// take must never wait: a pick may be held by a long transaction, such as the cancel of
+// a deprovisioned project's whole backlog, and every lease would stall behind it.
 // Columns: revisionColumnsUnsealed, the sealed secrets, the lease, then taskColumns.
 var takeTasksQuery = `WITH l AS (SELECT * FROM unnest($1::text[], $2::text[]) AS l(task_id, lease_id)),
+	k AS MATERIALIZED (SELECT id FROM tasks
+		WHERE id = ANY($1::text[])
+		  AND (status = 'queued' OR (status = 'cancelled' AND lease_id IS NULL AND backend_ref IS NOT NULL AND backend_adoptable))
+		ORDER BY id FOR UPDATE SKIP LOCKED),
 	u AS (UPDATE tasks t SET
 			status = CASE WHEN t.status = 'cancelled' THEN 'cancelled'
 			              WHEN t.backend_ref IS NOT NULL AND t.start_time IS NOT NULL THEN 'running'
 			              ELSE 'preparing' END,
 			lease_id = l.lease_id, lease_expires_at = now() + $3::float8 * interval '1 millisecond', runner_id = $4,
 			lease_count = t.lease_count + 1, updated_at = now()
-		FROM l
+		FROM l JOIN k ON k.id = l.task_id
 		WHERE t.id = l.task_id
-		  AND (t.status = 'queued' OR (t.status = 'cancelled' AND t.lease_id IS NULL AND t.backend_ref IS NOT NULL AND t.backend_adoptable))
 		RETURNING t.*)
 	SELECT ` + revisionColumnsUnsealed + `, r.config_sealed, r.env_vars_sealed,
 		t.lease_id, t.lease_expires_at, coalesce(t.backend_ref, ''), t.lease_count, t.status,
