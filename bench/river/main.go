@@ -303,6 +303,9 @@ const rawSchema = `CREATE TABLE jobs (
 );
 CREATE INDEX jobs_queued ON jobs (priority, run_at, id) WHERE state = 0;`
 
+// rawCompleteSQL completes the raw ceiling's leased jobs $1 in one statement.
+const rawCompleteSQL = `UPDATE jobs SET state = 2, finished_at = now() WHERE id = ANY($1)`
+
 const rawLeaseSQL = `UPDATE jobs SET state = 1, attempted_at = now()
 	WHERE id IN (SELECT id FROM jobs WHERE state = 0 AND run_at <= now()
 		ORDER BY priority, run_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
@@ -356,7 +359,7 @@ func measureRaw(ctx context.Context, pool *pgxpool.Pool) (*Result, error) {
 						time.Sleep(time.Millisecond)
 						continue
 					}
-					if _, err := pool.Exec(ctx, `UPDATE jobs SET state = 2, finished_at = now() WHERE id = ANY($1)`, ids); err != nil {
+					if _, err := pool.Exec(ctx, rawCompleteSQL, ids); err != nil {
 						failed.Store(err)
 						return
 					}
@@ -399,7 +402,7 @@ func measureRaw(ctx context.Context, pool *pgxpool.Pool) (*Result, error) {
 				}
 				mu.Unlock()
 				if len(ids) > 0 {
-					pool.Exec(wctx, `UPDATE jobs SET state = 2, finished_at = now() WHERE id = ANY($1)`, ids)
+					pool.Exec(wctx, rawCompleteSQL, ids)
 					continue
 				}
 				nctx, c := context.WithTimeout(wctx, time.Second)
@@ -440,7 +443,7 @@ func rawScale(ctx context.Context, pool *pgxpool.Pool) (*Result, error) {
 		if len(ids) == 0 {
 			return nil, fmt.Errorf("queue empty after %d completions", done)
 		}
-		if _, err := pool.Exec(ctx, `UPDATE jobs SET state = 2, finished_at = now() WHERE id = ANY($1)`, ids); err != nil {
+		if _, err := pool.Exec(ctx, rawCompleteSQL, ids); err != nil {
 			return nil, err
 		}
 		done += len(ids)
@@ -457,7 +460,7 @@ func rawScale(ctx context.Context, pool *pgxpool.Pool) (*Result, error) {
 		if len(ids) != 1 {
 			return nil, fmt.Errorf("lease %d: got %d jobs", i, len(ids))
 		}
-		if _, err := pool.Exec(ctx, `UPDATE jobs SET state = 2, finished_at = now() WHERE id = ANY($1)`, ids); err != nil {
+		if _, err := pool.Exec(ctx, rawCompleteSQL, ids); err != nil {
 			return nil, err
 		}
 		lease = append(lease, float64(t1.Sub(t0))/float64(time.Millisecond))

@@ -69,7 +69,7 @@ func (t *taskRun) run() {
 	t.hbCtx, t.hbCancel = context.WithCancel(ctx)
 	t.cancelCh = make(chan struct{})
 	t.lostCh = make(chan struct{})
-	go t.heartbeats(ctx)
+	go t.heartbeats()
 	defer t.stopHeartbeats()
 
 	timeout := time.Duration(l.Task.Timeout) * time.Second
@@ -473,7 +473,7 @@ func (t *taskRun) stopHeartbeats() {
 
 // heartbeats extends the lease until stopped, reporting the backend ref once known, and
 // signals cancels and lease loss.
-func (t *taskRun) heartbeats(ctx context.Context) {
+func (t *taskRun) heartbeats() {
 	defer close(t.hbDone)
 	r, l := t.r, t.lease
 	timer := time.NewTimer(t.hbInterval(l.ExpiresAt))

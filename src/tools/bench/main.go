@@ -7,13 +7,11 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"mime/multipart"
 	"net/http"
 	"os"
@@ -23,11 +21,9 @@ import (
 	"time"
 
 	"github.com/ironcf/ironworker-release/src/backend/noop"
-	"github.com/ironcf/ironworker-release/src/client"
 	"github.com/ironcf/ironworker-release/src/config"
 	"github.com/ironcf/ironworker-release/src/internal/cli"
 	"github.com/ironcf/ironworker-release/src/internal/testsupport"
-	"github.com/ironcf/ironworker-release/src/runner"
 )
 
 var (
@@ -37,62 +33,45 @@ var (
 	cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the whole run (API, runners and load generator: one process) to this file")
 )
 
-// exit flushes the CPU profile (deferred calls do not run on os.Exit) and exits.
-var exit = func(code int) {
-	flushProfile()
-	os.Exit(code)
-}
+func main() { os.Exit(benchMain()) }
 
-var flushProfile = func() {}
-
-// startCPUProfile profiles the process until the returned func runs.
-func startCPUProfile(path string) (func(), error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, fmt.Errorf("cpu profile: %w", err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("cpu profile: %w", err)
-	}
-	flushProfile = func() {
-		pprof.StopCPUProfile()
-		f.Close()
-		flushProfile = func() {}
-	}
-	return func() { flushProfile() }, nil
-}
-
-func main() {
+// benchMain runs the bench and answers the exit code; a CPU profile, if asked for, is
+// written before it returns.
+func benchMain() int {
 	flag.Parse()
 	// iron-api and iron-runner run with this GC setting (cli.Main); so do they here.
 	cli.TuneGC()
 	if *cpuProfile != "" {
-		stop, err := startCPUProfile(*cpuProfile)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-			os.Exit(1)
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
 		}
-		defer stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench: cpu profile:", err)
+			return 1
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
 	}
 	if *workload != "" {
 		// One measurement of scripts/bench's side-by-side run (see sidebyside.go).
 		if err := sideBySide(); err != nil {
 			fmt.Fprintf(os.Stderr, "bench %s: %v\n", *workload, err)
-			exit(1)
+			return 1
 		}
-		return
+		return 0
 	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
-		exit(1)
+		return 1
 	}
 	if *diegoTasks > 0 {
 		if err := runDiego(*diegoTasks, *diegoSlots, *diegoPoll); err != nil {
 			fmt.Fprintln(os.Stderr, "bench: diego:", err)
-			exit(1)
+			return 1
 		}
 	}
+	return 0
 }
 
 var (
@@ -125,14 +104,14 @@ func run() error {
 	queued := time.Now()
 	for done := 0; done < *tasks; {
 		n := min(100, *tasks-done)
-		if err := queue(a, n); err != nil {
+		if _, err := post(a, n); err != nil {
 			return err
 		}
 		done += n
 	}
 	fmt.Printf("queued %d tasks in %s (%.0f tasks/s through POST /tasks, 100 per request)\n",
 		*tasks, time.Since(queued).Round(time.Millisecond), float64(*tasks)/time.Since(queued).Seconds())
-	stop := startRunners(a, *runners, *slots, *batch)
+	stop := startRunnersWith(a, *runners, *slots, *batch, noop.New())
 	start := time.Now()
 	if err := waitComplete(db, *tasks, 10*time.Minute); err != nil {
 		stop()
@@ -146,11 +125,12 @@ func run() error {
 	time.Sleep(500 * time.Millisecond)
 	var lat []time.Duration
 	for i := 0; i < *samples; i++ {
-		id, err := queueOne(a)
+		ids, err := post(a, 1)
 		if err != nil {
 			stop()
 			return err
 		}
+		id := ids[0]
 		d, err := waitStarted(db, id, 30*time.Second)
 		if err != nil {
 			stop()
@@ -167,30 +147,6 @@ func run() error {
 	return nil
 }
 
-func startRunners(a *testsupport.API, n, slots, batch int) func() {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, n)
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	for i := 0; i < n; i++ {
-		cl, err := client.NewRunnerClient(a.Server.URL, a.RunnerName, a.RunnerSecret, client.RunnerOptions{})
-		if err != nil {
-			panic(err)
-		}
-		r, err := runner.New(runner.Options{Client: cl, Backend: noop.New(), RunnerID: fmt.Sprintf("bench-%d", i),
-			Slots: slots, LeaseBatch: batch, LeaseWait: 20 * time.Second, Logger: log})
-		if err != nil {
-			panic(err)
-		}
-		go func() { r.Run(ctx); done <- struct{}{} }()
-	}
-	return func() {
-		cancel()
-		for i := 0; i < n; i++ {
-			<-done
-		}
-	}
-}
-
 func uploadImageCode(a *testsupport.API, name string) error {
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
@@ -204,51 +160,16 @@ func uploadImageCode(a *testsupport.API, name string) error {
 	return nil
 }
 
-func queue(a *testsupport.API, n int) error {
-	tasks := make([]map[string]any, n)
-	for i := range tasks {
-		tasks[i] = map[string]any{"code_name": "noop", "payload": "{}"}
+// waitComplete waits (countComplete) until the n tasks queued so far are complete.
+func waitComplete(db *sql.DB, n int, limit time.Duration) error {
+	done, _, err := countComplete(db, n, limit, time.Now())
+	if err != nil {
+		return err
 	}
-	resp := a.Do(http.MethodPost, a.Project()+"/tasks", map[string]any{"tasks": tasks})
-	if resp.Status != http.StatusOK {
-		return fmt.Errorf("queue: HTTP %d: %s", resp.Status, resp.Body)
+	if done < n {
+		return errors.New("tasks did not complete in time")
 	}
 	return nil
-}
-
-func queueOne(a *testsupport.API) (string, error) {
-	resp := a.Do(http.MethodPost, a.Project()+"/tasks", map[string]any{"tasks": []map[string]any{{"code_name": "noop"}}})
-	if resp.Status != http.StatusOK {
-		return "", fmt.Errorf("queue: HTTP %d: %s", resp.Status, resp.Body)
-	}
-	var out struct {
-		Tasks []struct {
-			ID string `json:"id"`
-		} `json:"tasks"`
-	}
-	if err := json.Unmarshal(resp.Body, &out); err != nil || len(out.Tasks) != 1 {
-		return "", fmt.Errorf("queue: unexpected answer %s", resp.Body)
-	}
-	return out.Tasks[0].ID, nil
-}
-
-func waitComplete(db *sql.DB, n int, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		var done, other int
-		if err := db.QueryRow(`SELECT count(*) FILTER (WHERE status = 'complete'),
-			count(*) FILTER (WHERE status NOT IN ('complete', 'queued', 'preparing', 'running')) FROM tasks`).Scan(&done, &other); err != nil {
-			return err
-		}
-		if other > 0 {
-			return fmt.Errorf("%d tasks ended otherwise than complete", other)
-		}
-		if done >= n {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return errors.New("tasks did not complete in time")
 }
 
 // waitStarted waits for the task to end and answers created_at → start_time, both as

@@ -10,6 +10,8 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
+
+	"github.com/ironcf/ironworker-release/src/internal/testsupport"
 )
 
 // copyRows inserts n copies of table's row id = srcID in one statement. Every column is
@@ -68,15 +70,15 @@ func copyRows(ctx context.Context, db *sql.DB, table, srcID string, n int, set m
 	return nil
 }
 
-// idExpr is store.NewID's shape (8 hex digits of the Unix time, 16 more) for copy g:
-// the time of the copy, then g (unique) and random digits.
+// idExpr is an id of store.NewID's shape (24 hex digits, the Unix time first) for copy
+// g: the time of the copy, then g (unique) and random digits.
 const idExpr = `lpad(to_hex(extract(epoch FROM s.ts)::bigint), 8, '0') || lpad(to_hex(s.g), 6, '0') || substr(md5(random()::text), 1, 10)`
 
 // seedQueued makes n queued no-op tasks: one through POST /tasks, n-1 copies of it as
 // the product's insertTask writes them (created_at = updated_at = clock_timestamp(),
 // run_at = created_at + delay).
-func seedQueued(ctx context.Context, post func(int) ([]string, error), db *sql.DB, n int) error {
-	ids, err := post(1)
+func seedQueued(ctx context.Context, a *testsupport.API, db *sql.DB, n int) error {
+	ids, err := post(a, 1)
 	if err != nil {
 		return err
 	}

@@ -65,7 +65,7 @@ var _ = Describe("seeding", func() {
 	}
 
 	It("copies queued tasks as QueueTasks writes them", func() {
-		Expect(seedQueued(ctx, func(n int) ([]string, error) { return post(a, n) }, db, 500)).To(Succeed())
+		Expect(seedQueued(ctx, a, db, 500)).To(Succeed())
 		queued, err := a.Store.QueueTasks(ctx, a.ProjectID, []store.NewTask{{CodeName: "noop", Payload: "{}", Timeout: 3600}})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(queued).To(HaveLen(1))
@@ -78,6 +78,8 @@ var _ = Describe("seeding", func() {
 	})
 
 	It("seeds schedules due in one minute as POST /schedules writes them, and fires them all", func() {
+		prev := *nSchedules
+		DeferCleanup(func() { *nSchedules = prev })
 		*nSchedules = 600
 		res, err := schedulesWorkload(a, db)
 		Expect(err).NotTo(HaveOccurred())
