@@ -57,7 +57,8 @@ func projectID(c *gin.Context) string { return c.GetString(projectKey) }
 
 // tokenCacheTTL is how long an API instance trusts a token it has looked up. A token
 // revoked through this process (unbind, deprovision, store.RevokeToken) is refused at
-// once: every revocation bumps Store.TokenRevocations, which empties the cache. A token
+// once: every revocation bumps Store.TokenRevocations, and an entry looked up before the
+// latest bump is not trusted (it is dropped when next read). A token
 // revoked through another API instance (or the admin command) may still be accepted
 // here for up to this long; the project's own checks (a deprovisioned project takes no
 // task, see store.QueueTasksOnce) do not depend on the cache.
@@ -111,11 +112,8 @@ func (tc *tokenCache) put(key, projectID string, epoch uint64) {
 	tc.entries[key] = tokenEntry{projectID: projectID, expires: tc.now().Add(tc.ttl), epoch: epoch}
 }
 
-// projectForToken is store.ProjectForToken through the token cache (nil = no cache).
+// projectForToken is store.ProjectForToken through the token cache.
 func (s *Server) projectForToken(c *gin.Context, token string) (string, error) {
-	if s.tokens == nil {
-		return s.store.ProjectForToken(c.Request.Context(), token)
-	}
 	key := string(store.HashToken(token))
 	// The epoch is read before the lookup: a revocation that commits while the lookup
 	// runs bumps it, and the entry stored below is then already stale.

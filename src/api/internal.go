@@ -333,9 +333,10 @@ func leasedTaskID(c *gin.Context) (string, bool) {
 	return id, true
 }
 
+// requireLease answers missingLease's 400 for a call without a lease id.
 func requireLease(c *gin.Context, leaseID string) bool {
-	if strings.TrimSpace(leaseID) == "" {
-		abortMsg(c, http.StatusBadRequest, "lease_id is required")
+	if r, missing := missingLease(leaseID); missing {
+		abortMsg(c, r.Code, r.Msg)
 		return false
 	}
 	return true

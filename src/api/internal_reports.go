@@ -119,11 +119,7 @@ func (ia *internalAPI) reports(c *gin.Context) {
 	}
 	ctx := c.Request.Context()
 	results := make([]reportResult, len(items))
-	if len(items) == 1 {
-		results[0] = ia.report(ctx, &items[0])
-	} else {
-		ia.applyReports(ctx, items, results)
-	}
+	ia.applyReports(ctx, items, results)
 	if ctx.Err() != nil {
 		c.Abort() // the runner is gone: nobody reads the answer
 		return
@@ -172,7 +168,8 @@ func (ia *internalAPI) applyReports(ctx context.Context, items []reportItem, res
 				}
 				cIdx, comps = append(cIdx, i), append(comps, store.CompleteCall{TaskID: it.TaskID, LeaseID: it.Complete.LeaseID, Completion: comp})
 			default:
-				results[i] = ia.report(ctx, it)
+				r, err := ia.doProgress(ctx, it.TaskID, it.Progress)
+				results[i] = ia.result("progress", it.TaskID, r, err)
 			}
 		}
 		var wg sync.WaitGroup
@@ -180,7 +177,8 @@ func (ia *internalAPI) applyReports(ctx context.Context, items []reportItem, res
 			wg.Go(func() {
 				res, errs := ia.s.store.HeartbeatTasks(ctx, hbs, ia.cfg.LeaseDuration.Std())
 				for j, i := range hbIdx {
-					results[i] = ia.reportAnswer("heartbeat", items[i].TaskID)(heartbeatAnswer(res[j], errs[j]))
+					r, err := heartbeatAnswer(res[j], errs[j])
+					results[i] = ia.result("heartbeat", items[i].TaskID, r, err)
 				}
 			})
 		}
@@ -188,7 +186,8 @@ func (ia *internalAPI) applyReports(ctx context.Context, items []reportItem, res
 			wg.Go(func() {
 				res, errs := ia.s.store.CompleteTasks(ctx, comps)
 				for j, i := range cIdx {
-					results[i] = ia.reportAnswer("complete", items[i].TaskID)(ia.completeAnswer(items[i].TaskID, res[j], errs[j]))
+					r, err := ia.completeAnswer(items[i].TaskID, res[j], errs[j])
+					results[i] = ia.result("complete", items[i].TaskID, r, err)
 				}
 			})
 		}
@@ -196,15 +195,12 @@ func (ia *internalAPI) applyReports(ctx context.Context, items []reportItem, res
 	}
 }
 
-// reportAnswer returns a function that turns a report's answer and unexpected failure
-// into its result.
-func (ia *internalAPI) reportAnswer(kind, taskID string) func(reportResult, error) reportResult {
-	return func(r reportResult, err error) reportResult {
-		if err != nil {
-			return ia.failResult(kind, taskID, err)
-		}
-		return r
+// result is a report's result: r, or the result of an unexpected failure err.
+func (ia *internalAPI) result(kind, taskID string, r reportResult, err error) reportResult {
+	if err != nil {
+		return ia.failResult(kind, taskID, err)
 	}
+	return r
 }
 
 // checkReport answers a report that names no valid task or not exactly one call.
@@ -222,33 +218,6 @@ func checkReport(it *reportItem) (reportResult, bool) {
 		return reportResult{Code: http.StatusBadRequest, Msg: "a report carries exactly one of heartbeat, complete and progress"}, true
 	}
 	return reportResult{}, false
-}
-
-// report applies one report and answers what its single-task call answers.
-func (ia *internalAPI) report(ctx context.Context, it *reportItem) reportResult {
-	if r, done := checkReport(it); done {
-		return r
-	}
-	var (
-		r    reportResult
-		err  error
-		kind string
-	)
-	switch {
-	case it.Heartbeat != nil:
-		kind = "heartbeat"
-		r, err = ia.doHeartbeat(ctx, it.TaskID, it.Heartbeat)
-	case it.Complete != nil:
-		kind = "complete"
-		r, err = ia.doComplete(ctx, it.TaskID, it.Complete)
-	default:
-		kind = "progress"
-		r, err = ia.doProgress(ctx, it.TaskID, it.Progress)
-	}
-	if err != nil {
-		return ia.failResult(kind, it.TaskID, err)
-	}
-	return r
 }
 
 // failResult is Server.fail for one report: 503 when the database is unavailable (or

@@ -190,7 +190,7 @@ var _ = Describe("Runner protocol: POST /internal/v1/reports", func() {
 		Expect(e.h.DoAs("", "POST", "/internal/v1/reports", `{"reports": {}}`, bearer()).Status).To(Equal(http.StatusBadRequest))
 	})
 
-	It("serves the Reporter: a heartbeat made before its task's completion was sent is answered by it", func() {
+	It("serves the Reporter end to end: a heartbeat and its task's completion made together both succeed", func() {
 		ids, ls := leaseAll(3)
 		rep := client.NewReporter(e.rc, client.ReporterOptions{})
 		type out struct {

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -94,12 +93,7 @@ func queuedResponse(ids []string) queuedJSON {
 type payloadField string
 
 func (p *payloadField) UnmarshalJSON(b []byte) error {
-	if s, ok := plainJSONString(b); ok {
-		*p = payloadField(s)
-		return nil
-	}
-	var s string
-	if err := json.Unmarshal(b, &s); err == nil {
+	if s, ok := jsonString(b); ok {
 		*p = payloadField(s)
 		return nil
 	}

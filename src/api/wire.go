@@ -129,17 +129,25 @@ func (f *flexInt) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// jsonString decodes b when it is a JSON string: plainJSONString's fast path, else
+// encoding/json.
+func jsonString(b []byte) (string, bool) {
+	if s, ok := plainJSONString(b); ok {
+		return s, true
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return "", false
+	}
+	return s, true
+}
+
 // flexString accepts a string, null, a number or a boolean (stringified), since
 // clients disagree on the types of labels and clusters.
 type flexString string
 
 func (f *flexString) UnmarshalJSON(b []byte) error {
-	if s, ok := plainJSONString(b); ok {
-		*f = flexString(s)
-		return nil
-	}
-	var s string
-	if err := json.Unmarshal(b, &s); err == nil {
+	if s, ok := jsonString(b); ok {
 		*f = flexString(s)
 		return nil
 	}

@@ -345,11 +345,7 @@ func (r *Reporter) finish(p *pendingReport, res ReportResult, err error) {
 // finishSingle sends p (and its riders) through the single-task calls.
 func (r *Reporter) finishSingle(p *pendingReport) {
 	res, err := r.sendSingle(p.ctx, p.item)
-	riders := r.detach(p)
-	p.done <- reportAnswer{res: res, err: err}
-	for _, h := range riders {
-		h.done <- reportAnswer{res: ReportResult{Code: res.Code, Status: res.Status}, err: err}
-	}
+	r.finish(p, res, err)
 }
 
 // sendSingle sends one report through its single-task call.

@@ -338,7 +338,7 @@ var _ = Describe("Reporter (batched heartbeats and completions)", func() {
 			Expect(fa.calls.Load()).To(BeNumerically("==", 2))
 		})
 
-		It("falls back to the single-task calls for good against an API without batched reports", func() {
+		It("falls back to the single-task calls (for legacyFor) against an API without batched reports", func() {
 			var paths []string
 			var mu sync.Mutex
 			fa := newFake(func(w http.ResponseWriter, r *http.Request) {

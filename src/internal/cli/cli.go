@@ -32,7 +32,9 @@ func Logger(job, level string) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: l})).With("job", job)
 }
 
-// gcPercent is the jobs' GOGC. Their live heaps are small (tens of MB) and what they
+// gcPercent is the GOGC of every binary run without one in its environment: the dev
+// platform, the tools, iron-registrar. iron-api and iron-runner get theirs from their
+// gc_percent property (bpm sets GOGC), whose default must stay this. Their live heaps are small (tens of MB) and what they
 // allocate is short-lived request and row garbage, so the default (100) collects very
 // often: about a fifth of iron-api's and iron-runner's CPU in scripts/bench, and ~17%
 // more end-to-end throughput at 400. The cost is a peak heap of about five times the
