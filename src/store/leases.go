@@ -441,8 +441,8 @@ func retryStatus(status string) bool {
 // answers the recorded result. A task the user cancelled stays cancelled (the result
 // says so). For error, timeout and killed it queues a retry task while retry_count is
 // below the revision's retries, run_at retries_delay later, linked both ways, in the
-// same transaction; the queue is notified when a retry was queued or the task's code or
-// project has a max_concurrency (a freed slot may let another task run).
+// same transaction. Lease long-polls are woken once it commits (a retry may be due, a
+// freed max_concurrency slot may let another task run).
 //
 // Errors: ErrNotFound; ErrLeaseLost (another lease holds or held the task);
 // *TaskStateError(ErrTaskFinished) when the task already ended with another status.

@@ -109,7 +109,7 @@ func (s *Store) ApplyPlanQuotas(ctx context.Context, q Quotas) (int, error) {
 // lockedQuotas reads a live project's quotas in tx; with lock it holds the row (FOR
 // UPDATE) so that concurrent checks of one project's limits serialise.
 func lockedQuotas(ctx context.Context, tx *sql.Tx, projectID string, lock bool) (Quotas, error) {
-	query := `SELECT ` + quotaColumns + ` FROM projects WHERE id = $1 AND deleted_at IS NULL`
+	query := projectQuotasSQL
 	if lock {
 		query += ` FOR UPDATE`
 	}

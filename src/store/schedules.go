@@ -671,9 +671,9 @@ type firingCode struct {
 	projectLive bool
 }
 
-// lookupFiringCodes reads the live codes named by keys in one statement, holding them
-// (FOR SHARE, as lookupCodeRef does) until tx ends; a name without a live code is absent
-// from the answer.
+// lookupFiringCodes reads the live codes named by keys in one statement, each under its
+// shared delete lock until tx ends (iron_live_code_locked, as the queue statements and
+// lookupCodeRef take it); a name without a live code is absent from the answer.
 func lookupFiringCodes(ctx context.Context, tx *sql.Tx, keys map[codeKey]bool) (map[codeKey]firingCode, error) {
 	projects := make([]string, 0, len(keys))
 	names := make([]string, 0, len(keys))
@@ -686,7 +686,7 @@ func lookupFiringCodes(ctx context.Context, tx *sql.Tx, keys map[codeKey]bool) (
 		JOIN codes c ON c.project_id = k.project_id AND c.name = k.name AND c.deleted_at IS NULL
 		JOIN code_revisions r ON r.id = c.latest_revision_id
 		JOIN projects p ON p.id = c.project_id
-		FOR SHARE OF c`, pq.Array(projects), pq.Array(names))
+		WHERE iron_live_code_locked(c.id)`, pq.Array(projects), pq.Array(names))
 	if err != nil {
 		return nil, fmt.Errorf("look up codes: %w", err)
 	}
@@ -761,20 +761,10 @@ type taskBatch struct {
 }
 
 func (b *taskBatch) add(sc Schedule, code codeRef, instant time.Time) {
-	priority := 0
-	if code.DefaultPriority != nil && *code.DefaultPriority >= 0 && *code.DefaultPriority <= 2 {
-		priority = *code.DefaultPriority
-	}
-	if sc.Priority != nil && *sc.Priority >= 0 && *sc.Priority <= 2 {
-		priority = *sc.Priority
-	}
+	priority, cluster := taskDefaults(code, sc.Priority, sc.Cluster)
 	timeout := FallbackScheduleTimeout
 	if sc.Timeout != nil && *sc.Timeout > 0 {
 		timeout = *sc.Timeout
-	}
-	cluster := sc.Cluster
-	if cluster == "" {
-		cluster = "default"
 	}
 	b.id = append(b.id, NewID())
 	b.projectID = append(b.projectID, sc.ProjectID)

@@ -127,7 +127,8 @@ func (s *Store) QueueTasks(ctx context.Context, projectID string, batch []NewTas
 // with replay true; a different request under a used key is ErrIdempotencyMismatch.
 //
 // Without a key, and for a project without max_queued_tasks, the whole request is one
-// autocommitted statement (project check, code lookup FOR SHARE, allowed priorities and
+// autocommitted statement (project check, code lookup under the code's shared delete lock
+// (iron_live_code_locked), allowed priorities and
 // the insert of every task): queueOneSQL for one task, queueBatchSQL for more (or to
 // tell why queueOneSQL queued nothing). A project with that quota, or a request with a
 // key, takes a transaction: claim the key, lock the project row so that concurrent
@@ -369,14 +370,7 @@ func checkedQuotaArgs(q *Quotas) []any {
 	if q == nil {
 		return []any{false, nil, nil}
 	}
-	return []any{true, nullableInt(q.MaxPayloadBytes), nullableInt(q.MaxTimeoutSeconds)}
-}
-
-func nullableInt(p *int) any {
-	if p == nil {
-		return nil
-	}
-	return int64(*p)
+	return []any{true, q.MaxPayloadBytes, q.MaxTimeoutSeconds} // a nil *int is NULL
 }
 
 // queueBatchResult is queueBatchSQL's answer.
@@ -452,6 +446,24 @@ type codeRef struct {
 	RetriesDelay         int
 }
 
+// taskDefaults is a new task's priority (its own if 0-2, else its code's default if
+// 0-2, else 0) and cluster ("default" when empty), as queueBatchSQL decides them too.
+func taskDefaults(code codeRef, priority *int, cluster string) (int, string) {
+	p := 0
+	if code.DefaultPriority != nil && *code.DefaultPriority >= 0 && *code.DefaultPriority <= 2 {
+		p = *code.DefaultPriority
+	}
+	if priority != nil && *priority >= 0 && *priority <= 2 {
+		p = *priority
+	}
+	if cluster == "" {
+		cluster = "default"
+	}
+	return p, cluster
+}
+
+// lookupCodeRef reads a live code by name, under its shared delete lock until the
+// transaction ends (iron_live_code_locked).
 func lookupCodeRef(ctx context.Context, q interface {
 	QueryRowContext(context.Context, string, ...any) *sql.Row
 }, projectID, name string) (codeRef, error) {
@@ -459,8 +471,7 @@ func lookupCodeRef(ctx context.Context, q interface {
 	var defPrio sql.NullInt64
 	err := q.QueryRowContext(ctx, `SELECT c.id, c.name, c.latest_revision_id, c.rev, r.default_priority, r.retries, r.retries_delay
 		FROM codes c JOIN code_revisions r ON r.id = c.latest_revision_id
-		WHERE c.project_id = $1 AND c.name = $2 AND c.deleted_at IS NULL
-		FOR SHARE OF c`, projectID, name).
+		WHERE c.project_id = $1 AND c.name = $2 AND c.deleted_at IS NULL AND iron_live_code_locked(c.id)`, projectID, name).
 		Scan(&c.ID, &c.Name, &c.RevisionID, &c.Rev, &defPrio, &c.Retries, &c.RetriesDelay)
 	if errors.Is(err, sql.ErrNoRows) {
 		return codeRef{}, &ErrCodeNotFound{Name: name}
@@ -475,17 +486,7 @@ func lookupCodeRef(ctx context.Context, q interface {
 // insertTask adds one queued task. A schedule instant that already has its task is
 // reported as ErrConflict (see the tasks_schedule_instant index).
 func insertTask(ctx context.Context, tx *sql.Tx, projectID string, code codeRef, nt NewTask) (string, error) {
-	priority := 0
-	if code.DefaultPriority != nil && *code.DefaultPriority >= 0 && *code.DefaultPriority <= 2 {
-		priority = *code.DefaultPriority
-	}
-	if nt.Priority != nil && *nt.Priority >= 0 && *nt.Priority <= 2 {
-		priority = *nt.Priority
-	}
-	cluster := nt.Cluster
-	if cluster == "" {
-		cluster = "default"
-	}
+	priority, cluster := taskDefaults(code, nt.Priority, nt.Cluster)
 	id := NewID()
 	var orig, sched any
 	if nt.OriginalTaskID != "" {

@@ -54,7 +54,7 @@ func (s *Store) taskStatus(ctx context.Context, projectID, taskID string) (strin
 // runner holding the task sees the status on its next heartbeat. Cancelling a cancelled
 // task succeeds again; any other finished task gives *TaskStateError(ErrTaskFinished).
 // The UPDATE is conditional on the status, so a task that a runner has just finished
-// stays finished. The queue is notified in the same transaction: the cancel may free a
+// stays finished. Lease long-polls are woken once the cancel commits: it may free a
 // max_concurrency slot (or make a Cancel lease due).
 func (s *Store) CancelTask(ctx context.Context, projectID, taskID string) error {
 	var cancelled bool
