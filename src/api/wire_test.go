@@ -33,4 +33,10 @@ func TestPlainJSONStringMatchesEncodingJSON(t *testing.T) {
 			t.Errorf("payloadField(%q) = %q, want %q", lit, pf, want)
 		}
 	}
+	// The fast path is taken for what it exists for: strings without escapes.
+	for _, lit := range []string{`""`, `"noop"`, `"{}"`, `"ünïcode ✓"`} {
+		if _, ok := plainJSONString([]byte(lit)); !ok {
+			t.Errorf("plainJSONString(%q) left a plain string to encoding/json", lit)
+		}
+	}
 }
